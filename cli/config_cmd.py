@@ -1,0 +1,41 @@
+"""`lab.py config show|check`."""
+
+from __future__ import annotations
+
+import argparse
+
+import yaml
+
+from cli.common import config_from
+from halab.config import load_config
+
+
+def register(sub) -> None:
+    p = sub.add_parser("config", help="show or check the lab definition",
+                       description="Show the effective lab definition or validate a file.")
+    csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+    show = csub.add_parser("show", help="print the effective config (defaults filled in) and the nodes")
+    show.set_defaults(func=_show)
+    check = csub.add_parser("check", help="validate a lab.yaml; exit 2 with file:line: field: message")
+    check.add_argument("file", nargs="?", help="file to check (default: the effective config file)")
+    check.set_defaults(func=_check)
+
+
+def _show(args: argparse.Namespace) -> int:
+    cfg = config_from(args)
+    data = cfg.to_dict()
+    data["vip"] = cfg.vip
+    data["nodes"] = [
+        {"name": n.name, "role": n.role, "ip": n.ip, "mac": n.mac, "memory_mib": n.memory_mib,
+         "vcpus": n.vcpus, "domain": cfg.domain_name(n)}
+        for n in cfg.nodes()
+    ]
+    print(f"# source: {cfg.source}")
+    print(yaml.safe_dump(data, sort_keys=False), end="")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    cfg = load_config(args.file or getattr(args, "config", None))
+    print(f"{cfg.source}: ok ({len(cfg.nodes())} nodes, profile {cfg.profile})")
+    return 0

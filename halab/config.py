@@ -1,0 +1,576 @@
+"""The lab definition: `lab.yaml` read into a typed, validated model.
+
+Every error names file, line and field, e.g. ``lab.yaml:12: roles.api.count: must be >= 1 (got 0)``,
+so a user can fix the file without reading halab's code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import ipaddress
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from halab.errors import ConfigError
+
+ROLES = ("haproxy", "api", "db", "mq")
+PROFILES = ("default", "ha")
+ACCELS = ("auto", "kvm", "tcg")
+NETWORK_MODES = ("nat", "isolated")
+HAPROXY_PRESETS = ("fast", "kolla")
+CONFIG_ENV = "HALAB_CONFIG"
+
+# libvirt accepts more, but these names also become file names, bridge parts and hostnames.
+_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+
+PROFILE_COUNTS: dict[str, dict[str, int]] = {
+    "default": {"haproxy": 1, "api": 4, "db": 1, "mq": 1},
+    "ha": {"haproxy": 2, "api": 4, "db": 3, "mq": 3},
+}
+ROLE_DEFAULTS: dict[str, dict[str, int]] = {
+    "haproxy": {"memory_mib": 512, "vcpus": 1},
+    "api": {"memory_mib": 512, "vcpus": 1},
+    "db": {"memory_mib": 1024, "vcpus": 1},
+    "mq": {"memory_mib": 1024, "vcpus": 1},
+}
+
+# HAProxy health-check presets. "fast" is halab's default; "kolla" mirrors kolla-ansible's.
+HAPROXY_PRESET_VALUES: dict[str, dict[str, Any]] = {
+    "fast": {
+        "inter_ms": 1000,
+        "fastinter_ms": 250,
+        "downinter_ms": 1000,
+        "rise": 2,
+        "fall": 2,
+        "retries": 3,
+        "redispatch": True,
+        "observe_layer4": True,
+        "retry_on": "conn-failure empty-response response-timeout 502 503 504",
+        "timeout_connect_ms": 1000,
+        "timeout_server_ms": 10000,
+    },
+    "kolla": {
+        "inter_ms": 2000,
+        "fastinter_ms": 2000,
+        "downinter_ms": 2000,
+        "rise": 2,
+        "fall": 5,
+        "retries": 3,
+        "redispatch": True,
+        "observe_layer4": False,
+        "retry_on": "conn-failure",
+        "timeout_connect_ms": 10000,
+        "timeout_server_ms": 60000,
+    },
+}
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    count: int
+    memory_mib: int
+    vcpus: int
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    cidr: str = "10.77.0.0/24"
+    mode: str = "nat"
+
+
+@dataclass(frozen=True)
+class HAProxySettings:
+    preset: str = "fast"
+    inter_ms: int = 1000
+    fastinter_ms: int = 250
+    downinter_ms: int = 1000
+    rise: int = 2
+    fall: int = 2
+    retries: int = 3
+    redispatch: bool = True
+    observe_layer4: bool = True
+    retry_on: str = "conn-failure empty-response response-timeout 502 503 504"
+    timeout_connect_ms: int = 1000
+    timeout_server_ms: int = 10000
+
+    def expected_detection_s(self) -> float:
+        """Worst-case time from a dead server to DOWN: first failed check at `inter`, the rest at
+        `fastinter` (HAProxy switches to fastinter once a check has failed)."""
+        return (self.inter_ms + (self.fall - 1) * self.fastinter_ms) / 1000.0
+
+
+@dataclass(frozen=True)
+class TrafficSettings:
+    rate: float = 50.0
+    read_share: float = 0.7
+    write_share: float = 0.1
+    page_share: float = 0.2
+    page_calls: int = 8
+    timeout_ms: int = 2000
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str  # e.g. "api-2"
+    role: str
+    index: int  # 1-based within the role
+    ip: str
+    mac: str
+    memory_mib: int
+    vcpus: int
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    name: str = "halab"
+    profile: str = "default"
+    network: NetworkSpec = field(default_factory=NetworkSpec)
+    roles: dict[str, RoleSpec] = field(default_factory=dict)
+    image: str = "builtin"
+    accel: str = "auto"
+    libvirt_uri: str = "qemu:///system"
+    haproxy: HAProxySettings = field(default_factory=HAProxySettings)
+    traffic: TrafficSettings = field(default_factory=TrafficSettings)
+    source: str = "<built-in default>"
+
+    # ---- derived facts every layer agrees on -------------------------------------------------
+    @property
+    def ip_network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.network.cidr, strict=False)
+
+    @property
+    def gateway(self) -> str:
+        return str(self.ip_network.network_address + 1)
+
+    @property
+    def vip(self) -> str:
+        """The address clients use. With one HAProxy it is that node's own address; with
+        several, a keepalived VIP."""
+        if self.roles["haproxy"].count > 1:
+            return str(self.ip_network.network_address + 10)
+        return self.nodes()[0].ip
+
+    @property
+    def network_name(self) -> str:
+        return f"{self.name}-net"
+
+    @property
+    def bridge_name(self) -> str:
+        # Linux caps interface names at 15 characters; a hash keeps labs apart.
+        return "hl" + hashlib.sha256(self.name.encode()).hexdigest()[:8]
+
+    def domain_name(self, node: Node | str) -> str:
+        return f"{self.name}-{node if isinstance(node, str) else node.name}"
+
+    def nodes(self) -> list[Node]:
+        """All nodes in a stable order: haproxy, api, db, mq; addresses from .11 upwards."""
+        out: list[Node] = []
+        base = self.ip_network.network_address + 11
+        offset = 0
+        for role in ROLES:
+            spec = self.roles[role]
+            for i in range(1, spec.count + 1):
+                name = f"{role}-{i}"
+                digest = hashlib.sha256(f"{self.name}/{name}".encode()).digest()
+                mac = "52:54:00:%02x:%02x:%02x" % (digest[0], digest[1], digest[2])
+                out.append(Node(name, role, i, str(base + offset), mac, spec.memory_mib, spec.vcpus))
+                offset += 1
+        return out
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes():
+            if n.name == name:
+                return n
+        known = [n.name for n in self.nodes()]
+        hint = difflib.get_close_matches(name, known, n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError([f"no node {name!r} in lab {self.name!r}{extra}; nodes: {', '.join(known)}"])
+
+    def total_memory_mib(self) -> int:
+        return sum(n.memory_mib for n in self.nodes())
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("source")
+        return d
+
+
+# ---- loading ---------------------------------------------------------------------------------
+
+
+class _Located:
+    """A YAML value with the line it came from."""
+
+    __slots__ = ("line", "value")
+
+    def __init__(self, value: Any, line: int):
+        self.value = value
+        self.line = line
+
+
+def _compose(text: str, fname: str) -> Any:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise ConfigError([f"{fname}:{line}: not valid YAML: {exc.problem or exc}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{fname}:1: not valid YAML: {exc}"]) from None
+    except (ValueError, RecursionError) as exc:  # e.g. unusual characters, deeply nested input
+        raise ConfigError([f"{fname}:1: not valid YAML: {exc}"]) from None
+    if node is None:
+        return None
+    return _construct(node, fname)
+
+
+def _construct(node: yaml.Node, fname: str) -> _Located:
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, _Located] = {}
+        keylines: dict[str, int] = {}
+        for knode, vnode in node.value:
+            if not isinstance(knode, yaml.ScalarNode):
+                raise ConfigError([f"{fname}:{knode.start_mark.line + 1}: keys must be plain names"])
+            key = str(knode.value)
+            if key in out:
+                raise ConfigError(
+                    [f"{fname}:{knode.start_mark.line + 1}: {key}: duplicate key (first at line "
+                     f"{keylines[key]})"]
+                )
+            keylines[key] = knode.start_mark.line + 1
+            out[key] = _construct(vnode, fname)
+            out[key].line = knode.start_mark.line + 1
+        return _Located(out, line)
+    if isinstance(node, yaml.SequenceNode):
+        return _Located([_construct(v, fname) for v in node.value], line)
+    try:
+        value = yaml.SafeLoader(yaml.serialize(node)).get_single_data() if node.tag else node.value
+    except Exception:  # any scalar PyYAML cannot resolve is kept as text and rejected by type checks
+        value = node.value
+    return _Located(value, line)
+
+
+class _Reader:
+    """Walks located YAML, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, fname: str):
+        self.fname = fname
+        self.errors: list[str] = []
+
+    def err(self, line: int, path: str, msg: str) -> None:
+        self.errors.append(f"{self.fname}:{line}: {path}: {msg}")
+
+    def mapping(self, loc: _Located, path: str, allowed: tuple[str, ...]) -> dict[str, _Located]:
+        if not isinstance(loc.value, dict):
+            self.err(loc.line, path or "(top level)", f"must be a mapping (got {_kind(loc.value)})")
+            return {}
+        for key, sub in loc.value.items():
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, allowed, n=1)
+                where = f"{path}.{key}" if path else key
+                extra = f" (did you mean {hint[0]!r}?)" if hint else f" (allowed: {', '.join(allowed)})"
+                self.err(sub.line, where, f"unknown key{extra}")
+        return {k: v for k, v in loc.value.items() if k in allowed}
+
+    def integer(self, loc: _Located, path: str, lo: int, hi: int) -> int | None:
+        v = loc.value
+        if isinstance(v, bool) or not isinstance(v, int):
+            self.err(loc.line, path, f"must be an integer (got {_kind(v)} {_show(v)})")
+            return None
+        if v < lo:
+            self.err(loc.line, path, f"must be >= {lo} (got {v})")
+            return None
+        if v > hi:
+            self.err(loc.line, path, f"must be <= {hi} (got {v})")
+            return None
+        return v
+
+    def number(self, loc: _Located, path: str, lo: float, hi: float) -> float | None:
+        v = loc.value
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            self.err(loc.line, path, f"must be a number (got {_kind(v)} {_show(v)})")
+            return None
+        if not (lo <= v <= hi):
+            self.err(loc.line, path, f"must be between {lo} and {hi} (got {v})")
+            return None
+        return float(v)
+
+    def boolean(self, loc: _Located, path: str) -> bool | None:
+        if not isinstance(loc.value, bool):
+            self.err(loc.line, path, f"must be true or false (got {_kind(loc.value)} {_show(loc.value)})")
+            return None
+        return loc.value
+
+    def string(self, loc: _Located, path: str) -> str | None:
+        if not isinstance(loc.value, str):
+            self.err(loc.line, path, f"must be a string (got {_kind(loc.value)} {_show(loc.value)})")
+            return None
+        return loc.value
+
+    def choice(self, loc: _Located, path: str, choices: tuple[str, ...]) -> str | None:
+        v = self.string(loc, path)
+        if v is None:
+            return None
+        if v not in choices:
+            hint = difflib.get_close_matches(v, choices, n=1)
+            extra = f"; did you mean {hint[0]!r}?" if hint else ""
+            self.err(loc.line, path, f"must be one of {', '.join(choices)} (got {v!r}){extra}")
+            return None
+        return v
+
+
+def _kind(v: Any) -> str:
+    return {
+        bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping",
+        type(None): "null",
+    }.get(type(v), type(v).__name__)
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, dict | list):
+        return "..."
+    text = repr(v if not isinstance(v, _Located) else v.value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def host_memory_mib() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    except (ValueError, OSError):
+        return 1 << 30
+
+
+def parse_config(text: str, fname: str = "lab.yaml", host_mem_mib: int | None = None) -> LabConfig:
+    """Parse and validate lab.yaml text. Raises ConfigError listing every problem."""
+    root = _compose(text, fname)
+    r = _Reader(fname)
+    top = {} if root is None else r.mapping(
+        root, "", ("name", "profile", "network", "roles", "image", "accel", "libvirt_uri", "haproxy", "traffic")
+    )
+    if r.errors and root is not None and not isinstance(root.value, dict):
+        raise ConfigError(r.errors)
+
+    name = "halab"
+    if "name" in top:
+        v = r.string(top["name"], "name")
+        if v is not None:
+            if _NAME_RE.match(v):
+                name = v
+            else:
+                r.err(top["name"].line, "name",
+                      f"{v!r} is not a usable lab name: lowercase letters, digits and '-', starting "
+                      "with a letter, at most 20 characters (it prefixes libvirt object names)")
+
+    profile = "default"
+    if "profile" in top:
+        profile = r.choice(top["profile"], "profile", PROFILES) or "default"
+
+    network = NetworkSpec()
+    cidr_line = 1
+    if "network" in top:
+        loc = top["network"]
+        cidr_line = loc.line
+        if isinstance(loc.value, str):  # shorthand: network: 10.1.0.0/24
+            loc = _Located({"cidr": loc}, loc.line)
+        net = r.mapping(loc, "network", ("cidr", "mode"))
+        cidr, mode = network.cidr, network.mode
+        if "cidr" in net:
+            cidr_line = net["cidr"].line
+            v = r.string(net["cidr"], "network.cidr")
+            if v is not None:
+                try:
+                    parsed = ipaddress.IPv4Network(v, strict=True)
+                    if not parsed.is_private:
+                        r.err(net["cidr"].line, "network.cidr", f"must be a private range (got {v})")
+                    else:
+                        cidr = v
+                except ValueError as exc:
+                    r.err(net["cidr"].line, "network.cidr", f"not an IPv4 network in CIDR form: {exc}")
+        if "mode" in net:
+            mode = r.choice(net["mode"], "network.mode", NETWORK_MODES) or mode
+        network = NetworkSpec(cidr=cidr, mode=mode)
+
+    counts = dict(PROFILE_COUNTS[profile])
+    roles: dict[str, RoleSpec] = {}
+    role_lines: dict[str, int] = {}
+    roles_map = r.mapping(top["roles"], "roles", ROLES) if "roles" in top else {}
+    for role in ROLES:
+        spec = {"count": counts[role], **ROLE_DEFAULTS[role]}
+        if role in roles_map:
+            role_lines[role] = roles_map[role].line
+            fields = r.mapping(roles_map[role], f"roles.{role}", ("count", "memory_mib", "vcpus"))
+            limits = {"count": (1, 16), "memory_mib": (256, 65536), "vcpus": (1, 16)}
+            for key, (lo, hi) in limits.items():
+                if key in fields:
+                    role_lines[f"{role}.{key}"] = fields[key].line
+                    v = r.integer(fields[key], f"roles.{role}.{key}", lo, hi)
+                    if v is not None:
+                        spec[key] = v
+        roles[role] = RoleSpec(**spec)
+
+    for role in ("db", "mq"):
+        c = roles[role].count
+        if c != 1 and (c < 3 or c % 2 == 0):
+            what = "Galera" if role == "db" else "RabbitMQ"
+            line = role_lines.get(f"{role}.count", role_lines.get(role, 1))
+            r.err(line, f"roles.{role}.count",
+                  f"{what} cannot keep quorum with {c} nodes: use 1, or an odd number >= 3")
+    if profile == "ha" and roles["haproxy"].count < 2:
+        r.err(role_lines.get("haproxy.count", 1), "roles.haproxy.count",
+              f"profile 'ha' shares a VIP between HAProxy nodes: needs >= 2 (got {roles['haproxy'].count})")
+
+    image = "builtin"
+    if "image" in top:
+        v = r.string(top["image"], "image")
+        if v is not None:
+            if v != "builtin":
+                p = Path(v).expanduser()
+                if not p.is_absolute():
+                    p = (Path(fname).resolve().parent / p) if fname.endswith((".yaml", ".yml")) else p
+                if not p.is_file():
+                    r.err(top["image"].line, "image", f"'builtin' or the path of a cloud image; {v!r} "
+                          "does not exist")
+                else:
+                    image = str(p)
+
+    accel = "auto"
+    if "accel" in top:
+        accel = r.choice(top["accel"], "accel", ACCELS) or accel
+
+    libvirt_uri = "qemu:///system"
+    if "libvirt_uri" in top:
+        v = r.string(top["libvirt_uri"], "libvirt_uri")
+        if v is not None:
+            if "://" not in v:
+                r.err(top["libvirt_uri"].line, "libvirt_uri", f"must be a libvirt URI like qemu:///system "
+                      f"(got {v!r})")
+            else:
+                libvirt_uri = v
+
+    haproxy = _read_haproxy(r, top.get("haproxy"))
+    traffic = _read_traffic(r, top.get("traffic"))
+
+    if not r.errors:
+        total = sum(spec.count for spec in roles.values())
+        net = ipaddress.IPv4Network(network.cidr)
+        # .1 gateway, .10 VIP, nodes from .11, and the broadcast address.
+        usable = net.num_addresses - 12
+        if usable < total:
+            r.err(cidr_line, "network.cidr",
+                  f"{network.cidr} is too small for {total} nodes (room for {max(usable, 0)}); use a /27 "
+                  "or larger")
+
+    cfg = LabConfig(
+        name=name, profile=profile, network=network, roles=roles, image=image, accel=accel,
+        libvirt_uri=libvirt_uri, haproxy=haproxy, traffic=traffic, source=fname,
+    )
+    if not r.errors:
+        mem_limit = host_mem_mib if host_mem_mib is not None else host_memory_mib()
+        need = cfg.total_memory_mib()
+        if need > mem_limit:
+            worst = max(ROLES, key=lambda ro: roles[ro].count * roles[ro].memory_mib)
+            r.err(role_lines.get(f"{worst}.memory_mib", role_lines.get(worst, 1)), f"roles.{worst}.memory_mib",
+                  f"the lab needs {need} MiB of memory but this host has {mem_limit} MiB")
+    if r.errors:
+        raise ConfigError(r.errors)
+    return cfg
+
+
+def _read_haproxy(r: _Reader, loc: _Located | None) -> HAProxySettings:
+    keys = ("preset", *[f for f in HAPROXY_PRESET_VALUES["fast"]])
+    if loc is None:
+        return HAProxySettings()
+    fields = r.mapping(loc, "haproxy", keys)
+    preset = "fast"
+    if "preset" in fields:
+        preset = r.choice(fields["preset"], "haproxy.preset", HAPROXY_PRESETS) or preset
+    values: dict[str, Any] = {"preset": preset, **HAPROXY_PRESET_VALUES[preset]}
+    int_limits = {
+        "inter_ms": (100, 60000), "fastinter_ms": (100, 60000), "downinter_ms": (100, 60000),
+        "rise": (1, 100), "fall": (1, 100), "retries": (0, 100),
+        "timeout_connect_ms": (100, 600000), "timeout_server_ms": (100, 600000),
+    }
+    for key, (lo, hi) in int_limits.items():
+        if key in fields:
+            v = r.integer(fields[key], f"haproxy.{key}", lo, hi)
+            if v is not None:
+                values[key] = v
+    for key in ("redispatch", "observe_layer4"):
+        if key in fields:
+            v = r.boolean(fields[key], f"haproxy.{key}")
+            if v is not None:
+                values[key] = v
+    if "retry_on" in fields:
+        v = r.string(fields["retry_on"], "haproxy.retry_on")
+        allowed = {"none", "conn-failure", "empty-response", "junk-response", "response-timeout",
+                   "0rtt-rejected", "all-retryable-errors", "401", "403", "404", "408", "425", "500",
+                   "501", "502", "503", "504"}
+        if v is not None:
+            bad = [w for w in v.split() if w not in allowed]
+            if bad or not v.split():
+                r.err(fields["retry_on"].line, "haproxy.retry_on",
+                      f"unknown retry-on keyword(s) {', '.join(bad) or '(empty)'}")
+            else:
+                values["retry_on"] = v
+    return HAProxySettings(**values)
+
+
+def _read_traffic(r: _Reader, loc: _Located | None) -> TrafficSettings:
+    if loc is None:
+        return TrafficSettings()
+    keys = ("rate", "read_share", "write_share", "page_share", "page_calls", "timeout_ms")
+    fields = r.mapping(loc, "traffic", keys)
+    values: dict[str, Any] = asdict(TrafficSettings())
+    if "rate" in fields:
+        v = r.number(fields["rate"], "traffic.rate", 0.1, 1000)
+        if v is not None:
+            values["rate"] = v
+    for key in ("read_share", "write_share", "page_share"):
+        if key in fields:
+            v = r.number(fields[key], f"traffic.{key}", 0.0, 1.0)
+            if v is not None:
+                values[key] = v
+    if "page_calls" in fields:
+        v = r.integer(fields["page_calls"], "traffic.page_calls", 1, 50)
+        if v is not None:
+            values["page_calls"] = v
+    if "timeout_ms" in fields:
+        v = r.integer(fields["timeout_ms"], "traffic.timeout_ms", 50, 60000)
+        if v is not None:
+            values["timeout_ms"] = v
+    total = values["read_share"] + values["write_share"] + values["page_share"]
+    if abs(total - 1.0) > 1e-6:
+        r.err(loc.line, "traffic", f"read_share + write_share + page_share must be 1 (got {total:g})")
+    return TrafficSettings(**values)
+
+
+def default_config_path() -> Path | None:
+    """HALAB_CONFIG, else ./lab.yaml if present, else None (the built-in default)."""
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    local = Path("lab.yaml")
+    return local if local.is_file() else None
+
+
+def load_config(path: str | Path | None = None) -> LabConfig:
+    """Read the lab definition; with no file, the built-in default lab."""
+    if path is None:
+        path = default_config_path()
+    if path is None:
+        return parse_config("", "<built-in default>")
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{p}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{p}: cannot read: {exc}"]) from None
+    return parse_config(text, str(p))
