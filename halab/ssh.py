@@ -1,0 +1,112 @@
+"""SSH to lab nodes with strict host-key checking.
+
+halab generates every node's host key and hands it over in the seed, so the known_hosts file is
+written before the first connection and an unknown or changed key is always refused.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from halab.errors import HalabError
+
+
+class HostKeyMismatch(HalabError):
+    """The node presented a host key halab did not give it: possible man in the middle."""
+
+
+class SSHUnavailable(HalabError):
+    """The node did not accept SSH within the deadline."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    rc: int
+    stdout: str
+    stderr: str
+
+
+class _Refuse(paramiko.MissingHostKeyPolicy):
+    def missing_host_key(self, client, hostname, key):
+        raise HostKeyMismatch(
+            f"{hostname} presented an unknown {key.get_name()} host key "
+            f"(fingerprint {key.fingerprint}); refusing to connect. halab gave this node its host key, "
+            "so a different key means the node was not built by this lab, or someone is in the middle."
+        )
+
+
+class NodeSSH:
+    """Runs commands on lab nodes as root with the lab's key."""
+
+    def __init__(self, key_file: Path, known_hosts: Path, connect_timeout: float = 5.0):
+        self.key_file = Path(key_file)
+        self.known_hosts = Path(known_hosts)
+        self.connect_timeout = connect_timeout
+        self._clients: dict[str, paramiko.SSHClient] = {}
+
+    def _connect(self, host: str) -> paramiko.SSHClient:
+        client = paramiko.SSHClient()
+        client.load_host_keys(str(self.known_hosts))
+        client.set_missing_host_key_policy(_Refuse())
+        try:
+            client.connect(
+                host, username="root", key_filename=str(self.key_file), timeout=self.connect_timeout,
+                banner_timeout=self.connect_timeout, auth_timeout=self.connect_timeout,
+                allow_agent=False, look_for_keys=False,
+            )
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyMismatch(
+                f"{host} presented a {exc.key.get_name()} host key "
+                f"(fingerprint {exc.key.fingerprint}) that "
+                "differs from the one halab generated for it; refusing to connect "
+                "(possible man in the middle)"
+            ) from None
+        except HostKeyMismatch:
+            client.close()
+            raise
+        except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
+            client.close()
+            raise SSHUnavailable(f"cannot reach {host} over SSH: {exc}") from None
+        return client
+
+    def run(self, host: str, command: str, timeout: float = 30.0) -> CommandResult:
+        """Run a command; reuses one connection per host and reconnects once if it went stale."""
+        for attempt in (1, 2):
+            client = self._clients.get(host)
+            if client is None or not client.get_transport() or not client.get_transport().is_active():
+                client = self._connect(host)
+                self._clients[host] = client
+            try:
+                _stdin, stdout, stderr = client.exec_command(command, timeout=timeout)
+                out = stdout.read().decode(errors="replace")
+                err = stderr.read().decode(errors="replace")
+                rc = stdout.channel.recv_exit_status()
+                return CommandResult(rc, out, err)
+            except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
+                self._clients.pop(host, None)
+                client.close()
+                if attempt == 2:
+                    raise SSHUnavailable(f"command on {host} failed: {exc}") from None
+        raise AssertionError("unreachable")
+
+    def wait_ready(self, host: str, deadline: float, poll: float = 2.0) -> None:
+        """Wait until SSH answers with the expected host key (HostKeyMismatch is never retried)."""
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                self.run(host, "true", timeout=10)
+                return
+            except SSHUnavailable as exc:
+                last = exc
+                time.sleep(poll)
+        raise SSHUnavailable(f"{host} did not accept SSH in time: {last}")
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
