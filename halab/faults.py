@@ -1,0 +1,410 @@
+"""Reversible faults on one lab's nodes, remembered in ``lab_state_dir(name)/faults.json``.
+
+Every fault acts only on a domain carrying this lab's ownership tag (``LabVirt.domain`` refuses any
+other). Each fault that leaves the lab changed is recorded as active until undone, so ``restore()``
+— in this process or a later one — undoes them all.
+
+Host commands (``tc``) go through a ``HostRunner`` (argv -> (rc, out, err)); guest commands through
+an ``SshRunner`` ((node, command) -> (rc, out, err)), e.g. ``halab.ssh.run``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from halab.config import LabConfig
+from halab.errors import ConfigError, HalabError, UsageError
+from halab.paths import lab_state_dir
+from halab.virt import DomainState, LabVirt, interfaces_of, state_of
+
+HostRunner = Callable[[Sequence[str]], tuple[int, str, str]]
+SshRunner = Callable[[str, str], tuple[int, str, str]]
+
+# The service each role exists for (stop-service without a name stops this one).
+ROLE_SERVICES: dict[str, str] = {
+    "haproxy": "haproxy",
+    "api": "halab-api",
+    "db": "mariadb",
+    "mq": "rabbitmq-server",
+}
+_SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9@._-]{0,63}$")
+
+# Fault kinds that stay active until undone, and the action that undoes each.
+UNDO: dict[str, str] = {
+    "kill": "revive",
+    "pause": "resume",
+    "netcut": "netrestore",
+    "netem": "netem-clear",
+    "stop-service": "start-service",
+}
+ACTIONS = ("kill", "revive", "pause", "resume", "reboot", "netcut", "netrestore", "netem", "netem-clear",
+           "stop-service", "start-service")
+
+
+def run_host(argv: Sequence[str], timeout: float = 15.0) -> tuple[int, str, str]:
+    """Run a host command; (rc, stdout, stderr). Missing programs give rc 127."""
+    try:
+        p = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        return 127, "", f"{argv[0]}: command not found"
+    except subprocess.TimeoutExpired:
+        return 124, "", f"{' '.join(argv)}: timed out after {timeout:g} s"
+    return p.returncode, p.stdout, p.stderr
+
+
+@dataclass(frozen=True)
+class ActiveFault:
+    kind: str  # one of UNDO's keys
+    node: str
+    started: float  # wall-clock seconds
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.kind, self.node, str(self.params.get("service", "")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FaultEvent:
+    """One fault action done (for the timeline): e.g. action='kill', node='api-2'."""
+
+    action: str
+    node: str
+    at: float  # wall-clock seconds, taken just before the libvirt / tc / ssh call
+    detail: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def message(self) -> str:
+        return f"{self.action} {self.node}" + (f" ({self.detail})" if self.detail else "")
+
+
+class FaultStore:
+    """Active faults as JSON, guarded by an flock so two processes do not lose each other's records."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        lock = self.path.with_suffix(".lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _read(self) -> list[ActiveFault]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            raise HalabError(f"{self.path}: unreadable fault record ({exc}); remove it after checking "
+                             "the lab by hand") from None
+        return [ActiveFault(d["kind"], d["node"], float(d["started"]), dict(d.get("params") or {}))
+                for d in data.get("active", [])]
+
+    def _write(self, faults: list[ActiveFault]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"active": [f.to_dict() for f in faults]}, indent=2), encoding="utf-8")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+    def load(self) -> list[ActiveFault]:
+        with self._locked():
+            return self._read()
+
+    def add(self, fault: ActiveFault) -> None:
+        with self._locked():
+            faults = [f for f in self._read() if f.key != fault.key]
+            faults.append(fault)
+            self._write(faults)
+
+    def remove(self, kind: str, node: str, service: str | None = None) -> list[ActiveFault]:
+        """Remove matching records (any service if service is None); returns the removed ones."""
+        with self._locked():
+            faults = self._read()
+            gone = [f for f in faults if f.kind == kind and f.node == node
+                    and (service is None or f.params.get("service", "") == service)]
+            if gone:
+                self._write([f for f in faults if f not in gone])
+            return gone
+
+
+class Faults:
+    """Fault injection for one lab. ``on_event`` receives a FaultEvent for each action done."""
+
+    def __init__(
+        self,
+        cfg: LabConfig,
+        virt: LabVirt | None = None,
+        *,
+        ssh: SshRunner | None = None,
+        host_run: HostRunner = run_host,
+        state_dir: Path | None = None,
+        on_event: Callable[[FaultEvent], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.cfg = cfg
+        self.virt = virt or LabVirt(cfg)
+        self.ssh = ssh
+        self.host_run = host_run
+        self.store = FaultStore((state_dir or lab_state_dir(cfg.name)) / "faults.json")
+        self.on_event = on_event
+        self.clock = clock
+
+    # ---- bookkeeping -------------------------------------------------------------------------
+    def active(self) -> list[ActiveFault]:
+        return self.store.load()
+
+    def _emit(self, action: str, node: str, at: float, detail: str = "", **params: Any) -> FaultEvent:
+        ev = FaultEvent(action, node, at, detail, params)
+        if self.on_event is not None:
+            self.on_event(ev)
+        return ev
+
+    def _dom(self, node: str) -> libvirt.virDomain:
+        return self.virt.domain(node)  # UsageError for unknown / foreign domains
+
+    @staticmethod
+    def _call(what: str, node: str, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except libvirt.libvirtError as exc:
+            raise HalabError(f"{what} {node}: libvirt refused: {exc}") from None
+
+    def apply(self, action: str, node: str, **params: Any) -> FaultEvent:
+        """Dispatch by action name (CLI, scenarios, measurement)."""
+        fn = {
+            "kill": self.kill, "revive": self.revive, "pause": self.pause, "resume": self.resume,
+            "reboot": self.reboot, "netcut": self.netcut, "netrestore": self.netrestore,
+            "netem": self.netem, "netem-clear": self.netem_clear,
+            "stop-service": self.stop_service, "start-service": self.start_service,
+        }.get(action)
+        if fn is None:
+            raise UsageError(f"unknown fault {action!r}; known: {', '.join(ACTIONS)}")
+        return fn(node, **params)
+
+    def undo(self, action: str, node: str, **params: Any) -> FaultEvent:
+        """The reverse of a fault action (kill -> revive, ...)."""
+        if action not in UNDO:
+            raise UsageError(f"{action!r} has nothing to undo")
+        keep = {k: v for k, v in params.items() if k == "service"}
+        return self.apply(UNDO[action], node, **keep)
+
+    # ---- power -------------------------------------------------------------------------------
+    def kill(self, node: str) -> FaultEvent:
+        dom = self._dom(node)
+        st = state_of(dom)
+        if st == DomainState.SHUT_OFF:
+            raise UsageError(f"{node} is already shut off; `revive {node}` starts it")
+        at = self.clock()
+        self._call("kill", node, dom.destroy)
+        self.store.remove("pause", node)
+        self.store.add(ActiveFault("kill", node, at))
+        return self._emit("kill", node, at, "power cut (libvirt destroy)")
+
+    def revive(self, node: str) -> FaultEvent:
+        dom = self._dom(node)
+        st = state_of(dom)
+        at = self.clock()
+        if st in (DomainState.SHUT_OFF, DomainState.CRASHED):
+            if st == DomainState.CRASHED:
+                self._call("revive", node, dom.destroy)
+            self._call("revive", node, dom.create)
+            detail = "started"
+        elif st == DomainState.PAUSED:
+            self._call("revive", node, dom.resume)
+            detail = "was paused: resumed"
+        elif self.store.remove("kill", node):
+            detail = "already running"
+        else:
+            raise UsageError(f"{node} is already running")
+        # A fresh QEMU process has a fresh tap: link state and qdiscs are gone with the old one.
+        for kind in ("kill", "pause", "netcut", "netem"):
+            self.store.remove(kind, node)
+        return self._emit("revive", node, at, detail)
+
+    def pause(self, node: str) -> FaultEvent:
+        dom = self._dom(node)
+        st = state_of(dom)
+        if st != DomainState.RUNNING:
+            raise UsageError(f"cannot pause {node}: it is {st.value}")
+        at = self.clock()
+        self._call("pause", node, dom.suspend)
+        self.store.add(ActiveFault("pause", node, at))
+        return self._emit("pause", node, at, "frozen (libvirt suspend)")
+
+    def resume(self, node: str) -> FaultEvent:
+        dom = self._dom(node)
+        st = state_of(dom)
+        at = self.clock()
+        if st == DomainState.PAUSED:
+            self._call("resume", node, dom.resume)
+        elif not self.store.remove("pause", node):
+            raise UsageError(f"{node} is not paused (it is {st.value})")
+        self.store.remove("pause", node)
+        return self._emit("resume", node, at)
+
+    def reboot(self, node: str, hard: bool = True) -> FaultEvent:
+        """Hard reset (like the reset button) by default; ``hard=False`` asks the guest (ACPI)."""
+        dom = self._dom(node)
+        st = state_of(dom)
+        if st != DomainState.RUNNING:
+            raise UsageError(f"cannot reboot {node}: it is {st.value}")
+        at = self.clock()
+        if hard:
+            self._call("reboot", node, lambda: dom.reset(0))
+        else:
+            self._call("reboot", node, lambda: dom.reboot(0))
+        return self._emit("reboot", node, at, "hard reset" if hard else "guest reboot")
+
+    # ---- network -----------------------------------------------------------------------------
+    def _set_links(self, node: str, state: str) -> list[str]:
+        dom = self._dom(node)
+        if state_of(dom) not in (DomainState.RUNNING, DomainState.PAUSED):
+            raise UsageError(f"{node} is not running; its network cannot be changed live")
+        macs: list[str] = []
+        for iface in interfaces_of(dom):
+            el = ET.fromstring(iface.xml)
+            link = el.find("link")
+            if link is None:
+                link = ET.SubElement(el, "link")
+            link.set("state", state)
+            xml = ET.tostring(el, encoding="unicode")
+            self._call("netcut" if state == "down" else "netrestore", node,
+                       lambda xml=xml: dom.updateDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+            macs.append(iface.mac)
+        if not macs:
+            raise UsageError(f"{node} has no network interface")
+        return macs
+
+    def netcut(self, node: str) -> FaultEvent:
+        at = self.clock()
+        macs = self._set_links(node, "down")
+        self.store.add(ActiveFault("netcut", node, at, {"macs": macs}))
+        return self._emit("netcut", node, at, "link down", macs=macs)
+
+    def netrestore(self, node: str) -> FaultEvent:
+        at = self.clock()
+        macs = self._set_links(node, "up")
+        self.store.remove("netcut", node)
+        return self._emit("netrestore", node, at, "link up", macs=macs)
+
+    def _tap(self, node: str) -> str:
+        dom = self._dom(node)
+        devs = [i.target_dev for i in interfaces_of(dom) if i.target_dev]
+        if not devs:
+            raise UsageError(f"{node} has no host-side interface (is it running?)")
+        return devs[0]
+
+    def netem(self, node: str, delay_ms: float = 0.0, jitter_ms: float = 0.0, loss_pct: float = 0.0
+              ) -> FaultEvent:
+        """Latency / loss on traffic the host sends to the node (egress of its host-side tap)."""
+        if delay_ms < 0 or jitter_ms < 0 or not (0 <= loss_pct <= 100):
+            raise UsageError("netem: delay and jitter must be >= 0 ms, loss between 0 and 100 %")
+        if delay_ms == 0 and loss_pct == 0:
+            raise UsageError("netem: give a delay (ms) or a loss (%)")
+        dev = self._tap(node)
+        argv = ["tc", "qdisc", "replace", "dev", dev, "root", "netem"]
+        if delay_ms or jitter_ms:
+            argv += ["delay", f"{delay_ms:g}ms"] + ([f"{jitter_ms:g}ms"] if jitter_ms else [])
+        if loss_pct:
+            argv += ["loss", f"{loss_pct:g}%"]
+        at = self.clock()
+        rc, _out, err = self.host_run(argv)
+        if rc != 0:
+            hint = ("; the host kernel lacks the netem qdisc (`modprobe sch_netem`, or install the "
+                    "kernel's extra modules)") if "kind is unknown" in err else ""
+            raise HalabError(f"netem {node}: `{' '.join(argv)}` failed (rc {rc}): {err.strip()}{hint}")
+        params = {"dev": dev, "delay_ms": delay_ms, "jitter_ms": jitter_ms, "loss_pct": loss_pct}
+        self.store.add(ActiveFault("netem", node, at, params))
+        detail = ", ".join(p for p in (f"delay {delay_ms:g} ms" if delay_ms else "",
+                                       f"jitter {jitter_ms:g} ms" if jitter_ms else "",
+                                       f"loss {loss_pct:g} %" if loss_pct else "") if p)
+        return self._emit("netem", node, at, f"{detail} on {dev}", **params)
+
+    def netem_clear(self, node: str) -> FaultEvent:
+        recorded = self.store.remove("netem", node)
+        try:
+            dev = self._tap(node)
+        except UsageError:
+            if recorded:  # node is down: its tap and qdisc are gone with it
+                return self._emit("netem-clear", node, self.clock(), "node not running; nothing to clear")
+            raise
+        at = self.clock()
+        rc, _out, err = self.host_run(["tc", "qdisc", "del", "dev", dev, "root"])
+        # "no such qdisc" style failures mean there was nothing to clear.
+        if rc != 0 and not re.search(r"handle of zero|No such file|Invalid handle|not find", err, re.I):
+            raise HalabError(f"netem-clear {node}: tc qdisc del dev {dev} root failed (rc {rc}): "
+                             f"{err.strip()}")
+        return self._emit("netem-clear", node, at, f"qdisc removed from {dev}", dev=dev)
+
+    # ---- services (SSH) ----------------------------------------------------------------------
+    def _service(self, node: str, service: str | None) -> str:
+        try:
+            role = self.cfg.node(node).role
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        name = service or ROLE_SERVICES[role]
+        if not _SERVICE_RE.match(name):
+            raise UsageError(f"{name!r} is not a service name")
+        return name
+
+    def _systemctl(self, verb: str, node: str, service: str) -> None:
+        if self.ssh is None:
+            raise HalabError(f"{verb}-service needs SSH access to the nodes (no SSH runner given)")
+        self._dom(node)  # only this lab's nodes
+        rc, _out, err = self.ssh(node, f"systemctl {verb} {service}")
+        if rc != 0:
+            raise HalabError(f"{verb}-service {node}: `systemctl {verb} {service}` failed (rc {rc}): "
+                             f"{err.strip()}")
+
+    def stop_service(self, node: str, service: str | None = None) -> FaultEvent:
+        svc = self._service(node, service)
+        at = self.clock()
+        self._systemctl("stop", node, svc)
+        self.store.add(ActiveFault("stop-service", node, at, {"service": svc}))
+        return self._emit("stop-service", node, at, svc, service=svc)
+
+    def start_service(self, node: str, service: str | None = None) -> FaultEvent:
+        svc = self._service(node, service)
+        at = self.clock()
+        self._systemctl("start", node, svc)
+        self.store.remove("stop-service", node, svc)
+        return self._emit("start-service", node, at, svc, service=svc)
+
+    # ---- restore -----------------------------------------------------------------------------
+    def restore(self) -> tuple[list[FaultEvent], list[str]]:
+        """Undo every active fault (kills first, so the other undos find running domains).
+        Returns (events done, problems); a fault that cannot be undone stays recorded."""
+        order = {"kill": 0, "pause": 1, "netcut": 2, "netem": 3, "stop-service": 4}
+        done: list[FaultEvent] = []
+        problems: list[str] = []
+        for f in sorted(self.active(), key=lambda f: (order.get(f.kind, 9), f.started)):
+            if f.key not in {g.key for g in self.active()}:
+                continue  # already undone by an earlier step (revive clears netcut/netem)
+            try:
+                done.append(self.undo(f.kind, f.node, **f.params))
+            except HalabError as exc:
+                problems.append(f"{f.kind} {f.node}: {exc}")
+        return done, problems

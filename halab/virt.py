@@ -1,0 +1,221 @@
+"""A thin libvirt wrapper bound to one lab.
+
+A domain belongs to a lab only if its ``<metadata>`` carries
+``<halab:lab xmlns:halab="https://halab.dev/xmlns/lab/1" name=LAB node=NODE role=ROLE/>``.
+Names alone prove nothing: a domain called ``halab-api-2`` without that element (or with another
+lab's name in it) is never listed, never returned by :meth:`LabVirt.domain` and never faulted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import libvirt
+
+from halab.config import LabConfig
+from halab.errors import ConfigError, HalabError, UsageError
+
+HALAB_XMLNS = "https://halab.dev/xmlns/lab/1"
+HALAB_XMLNS_PREFIX = "halab"
+
+
+def _silence_libvirt(_ctx: Any, _err: Any) -> None:
+    """libvirt's default error handler writes every error to stderr; the core never prints."""
+
+
+libvirt.registerErrorHandler(_silence_libvirt, None)
+
+
+class DomainState(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUT_OFF = "shut off"
+    CRASHED = "crashed"
+    MISSING = "missing"
+
+
+_STATE_MAP = {
+    libvirt.VIR_DOMAIN_NOSTATE: DomainState.RUNNING,
+    libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: DomainState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: DomainState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: DomainState.RUNNING,  # being shut down: still running
+    libvirt.VIR_DOMAIN_SHUTOFF: DomainState.SHUT_OFF,
+    libvirt.VIR_DOMAIN_CRASHED: DomainState.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: DomainState.PAUSED,
+}
+
+
+def state_of(dom: libvirt.virDomain) -> DomainState:
+    code, _reason = dom.state()
+    return _STATE_MAP.get(code, DomainState.RUNNING)
+
+
+@dataclass(frozen=True)
+class Ownership:
+    lab: str
+    node: str
+    role: str
+
+
+@dataclass(frozen=True)
+class Interface:
+    """One network interface of a domain, as the live XML shows it."""
+
+    mac: str
+    target_dev: str | None  # host-side tap (vnetN) while running; None when shut off
+    xml: str  # the <interface> element, for updateDeviceFlags
+
+
+def ownership_xml(lab: str, node: str, role: str) -> str:
+    """The metadata element a lab's domain carries (for whoever defines domains)."""
+    el = ET.Element(f"{{{HALAB_XMLNS}}}lab", {"name": lab, "node": node, "role": role})
+    ET.register_namespace(HALAB_XMLNS_PREFIX, HALAB_XMLNS)
+    return ET.tostring(el, encoding="unicode")
+
+
+def read_ownership(dom: libvirt.virDomain) -> Ownership | None:
+    """The halab ownership tag of a domain, or None if it carries none (or an unreadable one)."""
+    try:
+        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, HALAB_XMLNS)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN):
+            return None
+        raise
+    try:
+        el = ET.fromstring(text)
+    except ET.ParseError:
+        return None
+    lab, node, role = el.get("name"), el.get("node"), el.get("role")
+    if not lab or not node:
+        return None
+    return Ownership(lab=lab, node=node, role=role or "")
+
+
+def interfaces_of(dom: libvirt.virDomain) -> list[Interface]:
+    root = ET.fromstring(dom.XMLDesc(0))
+    out: list[Interface] = []
+    for el in root.findall("./devices/interface"):
+        mac_el = el.find("mac")
+        target = el.find("target")
+        out.append(Interface(
+            mac=(mac_el.get("address") or "") if mac_el is not None else "",
+            target_dev=target.get("dev") if target is not None else None,
+            xml=ET.tostring(el, encoding="unicode"),
+        ))
+    return out
+
+
+class LabVirt:
+    """libvirt access for one lab. ``conn`` may be passed in (tests keep one ``test:///default``
+    connection, since that driver's state lives per connection)."""
+
+    def __init__(self, cfg: LabConfig, conn: libvirt.virConnect | None = None):
+        self.cfg = cfg
+        self._conn = conn
+        self._owns_conn = conn is None
+        self._lock = threading.Lock()
+
+    # ---- connection --------------------------------------------------------------------------
+    @property
+    def conn(self) -> libvirt.virConnect:
+        with self._lock:
+            if self._conn is None:
+                try:
+                    self._conn = libvirt.open(self.cfg.libvirt_uri)
+                except libvirt.libvirtError as exc:
+                    raise HalabError(
+                        f"cannot connect to libvirt at {self.cfg.libvirt_uri}: {exc}. Is libvirtd "
+                        "running? `./lab.py doctor` says how to start it."
+                    ) from None
+            return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._owns_conn:
+                with contextlib.suppress(libvirt.libvirtError):
+                    self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> LabVirt:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- lookup ------------------------------------------------------------------------------
+    def domains(self) -> dict[str, libvirt.virDomain]:
+        """This lab's domains by node name, found by ownership metadata only."""
+        out: dict[str, libvirt.virDomain] = {}
+        for dom in self.conn.listAllDomains(0):
+            try:
+                own = read_ownership(dom)
+            except libvirt.libvirtError:
+                continue  # vanished between listing and reading
+            if own is not None and own.lab == self.cfg.name:
+                out[own.node] = dom
+        return out
+
+    def domain(self, node_name: str) -> libvirt.virDomain:
+        """The libvirt domain of one node. UsageError for an unknown node, a node whose domain does
+        not exist, or a domain that exists under the expected name but is not this lab's."""
+        try:
+            self.cfg.node(node_name)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        dom = self.domains().get(node_name)
+        if dom is not None:
+            return dom
+        dname = self.cfg.domain_name(node_name)
+        try:
+            other = self.conn.lookupByName(dname)
+        except libvirt.libvirtError:
+            raise UsageError(
+                f"node {node_name!r} of lab {self.cfg.name!r} has no domain (expected {dname!r} on "
+                f"{self.cfg.libvirt_uri}); is the lab up? `./lab.py up` creates it"
+            ) from None
+        own = read_ownership(other)
+        whose = "carries no halab ownership tag" if own is None else (
+            f"belongs to lab {own.lab!r} (node {own.node!r})")
+        raise UsageError(
+            f"domain {dname!r} {whose}, not lab {self.cfg.name!r}; halab does not touch it"
+        )
+
+    def node_for(self, dom: libvirt.virDomain) -> str:
+        """The node name of a domain of this lab; UsageError otherwise."""
+        own = read_ownership(dom)
+        if own is None or own.lab != self.cfg.name:
+            raise UsageError(f"domain {dom.name()!r} is not a domain of lab {self.cfg.name!r}")
+        return own.node
+
+    # ---- state -------------------------------------------------------------------------------
+    def state(self, node_name: str) -> DomainState:
+        try:
+            self.cfg.node(node_name)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        dom = self.domains().get(node_name)
+        return DomainState.MISSING if dom is None else state_of(dom)
+
+    def states(self) -> dict[str, DomainState]:
+        """State of every node in the config, in config order; MISSING when there is no owned domain."""
+        doms = self.domains()
+        out: dict[str, DomainState] = {}
+        for n in self.cfg.nodes():
+            dom = doms.get(n.name)
+            if dom is None:
+                out[n.name] = DomainState.MISSING
+                continue
+            try:
+                out[n.name] = state_of(dom)
+            except libvirt.libvirtError:
+                out[n.name] = DomainState.MISSING
+        return out
+
+    def interfaces(self, node_name: str) -> list[Interface]:
+        return interfaces_of(self.domain(node_name))
