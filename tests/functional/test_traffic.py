@@ -1,0 +1,116 @@
+"""The traffic generator against a local fake API on 127.0.0.1."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import time
+from collections import Counter
+
+import pytest
+
+from halab.config import TrafficSettings
+from halab.errors import UsageError
+from halab.timeline import Timeline, percentile
+from halab.traffic import TrafficGenerator
+from tests.support.fake_api import FakeAPI
+
+
+@pytest.fixture
+def api():
+    with FakeAPI() as a:
+        yield a
+
+
+def run(api_port: int, seconds: float, rate: float, settings: TrafficSettings | None = None,
+        during=None) -> tuple[Timeline, TrafficGenerator]:
+    tl = Timeline()
+    gen = TrafficGenerator("127.0.0.1", api_port, settings, tl.add_request, rate=rate)
+    gen.start()
+    if during:
+        during(gen)
+    time.sleep(seconds)
+    gen.stop()
+    tl.flush()
+    return tl, gen
+
+
+def test_keeps_schedule_at_200_per_second(api):
+    tl, gen = run(api.port, 3.0, 200.0)
+    recs = tl.requests()
+    assert all(r.ok for r in recs), Counter(r.error for r in recs)
+    first, last = min(r.scheduled for r in recs), max(r.scheduled for r in recs)
+    achieved = (len(recs) - 1) / (last - first)
+    assert achieved == pytest.approx(200.0, rel=0.02)
+    # The schedule itself is exact: slots 5 ms apart.
+    slots = sorted(r.scheduled for r in recs)
+    gaps = [b - a for a, b in itertools.pairwise(slots)]
+    assert max(gaps) == pytest.approx(0.005, abs=1e-6)
+    lag_p99 = percentile([r.lag_ms for r in recs], 99)
+    assert lag_p99 < 50, f"operations started {lag_p99:.1f} ms late (p99)"
+    kinds = Counter(r.kind for r in recs)
+    assert kinds["read"] > kinds["page"] > kinds["write"] > 0
+    pages = [r for r in recs if r.kind == "page"]
+    assert all(r.calls == 8 and len(r.served_by) == 8 for r in pages)
+    nodes = Counter(n for r in recs for n in r.served_by)
+    assert set(nodes) == {"api-1", "api-2", "api-3", "api-4"}
+    assert gen.stats().scheduled == len(recs)
+    buckets = tl.buckets()
+    assert sum(b.read.ok + b.write.ok + b.page.ok for b in buckets) == len(recs)
+    assert set(buckets[len(buckets) // 2].share) == {"api-1", "api-2", "api-3", "api-4"}
+
+
+def test_http_errors_by_kind(api):
+    api.fail_status = 503
+    api.fail_methods = ("POST",)
+    tl, _ = run(api.port, 1.0, 100.0)
+    recs = tl.requests()
+    writes = [r for r in recs if r.kind == "write"]
+    assert writes and all(not r.ok and r.error == "http_503" and r.status == 503 for r in writes)
+    assert all(r.ok for r in recs if r.kind != "write")
+    api.fail_methods = ("GET",)
+    tl, _ = run(api.port, 1.0, 100.0)
+    pages = [r for r in tl.requests() if r.kind == "page"]
+    assert pages and all(not r.ok and r.error == "http_503" for r in pages)
+
+
+def test_timeouts_are_errors_and_schedule_holds(api):
+    api.delay_s = 0.4
+    settings = TrafficSettings(timeout_ms=200)
+    tl, _ = run(api.port, 1.5, 40.0, settings)
+    recs = tl.requests()
+    assert recs and all(r.error == "timeout" for r in recs)
+    assert all(190 <= r.latency_ms <= 400 for r in recs)
+    # Open loop: slow answers do not slow the schedule.
+    first, last = min(r.scheduled for r in recs), max(r.scheduled for r in recs)
+    assert (len(recs) - 1) / (last - first) == pytest.approx(40.0, rel=0.05)
+
+
+def test_connection_refused_and_dropped():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    tl, _ = run(port, 0.5, 40.0)
+    assert {r.error for r in tl.requests()} == {"connect-refused"}
+    with FakeAPI() as api:
+        api.drop = True
+        tl, _ = run(api.port, 0.5, 40.0)
+        assert {r.error for r in tl.requests()} == {"reset"}
+
+
+def test_rate_changes_live(api):
+    tl = Timeline()
+    gen = TrafficGenerator("127.0.0.1", api.port, None, tl.add_request, rate=50)
+    gen.start()
+    time.sleep(1.0)
+    t_switch = time.time()
+    gen.set_rate(150)
+    time.sleep(1.5)
+    gen.stop()
+    after = [r for r in tl.requests() if r.scheduled > t_switch + 0.05]
+    span = max(r.scheduled for r in after) - min(r.scheduled for r in after)
+    assert (len(after) - 1) / span == pytest.approx(150, rel=0.05)
+    assert not gen.running
+    with pytest.raises(UsageError):
+        gen.set_rate(0)
