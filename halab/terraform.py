@@ -1,0 +1,729 @@
+"""Running Terraform for a lab: an executor, a client that speaks plans and resources, and the
+parser of Terraform's machine-readable (``-json``) output.
+
+- :class:`Executor` knows only argv, environment, streaming lines and cancel. Terraform runs in its
+  own session, so a Ctrl-C in the terminal reaches halab only; halab then sends Terraform exactly one
+  SIGINT, and Terraform stops gracefully and writes its state.
+- :class:`TerraformClient` builds command lines with python-terraform (``generate_cmd_string``),
+  runs them through the executor with ``-json`` and turns the stream into typed events
+  (:func:`parse_line`). ``plan()`` returns a :class:`Plan` with changes and drift.
+- python-terraform's ``destroy()`` adds ``-force``, which Terraform 1.x rejects. halab never calls it:
+  destroying is ``apply -destroy``, and :func:`_argv` drops a stray ``-force`` — the one place this is
+  handled.
+
+Nothing here prints; progress goes to the ``on_event`` callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from python_terraform import IsFlagged, Terraform
+
+from halab.errors import HalabError
+from halab.tfmirror import MirrorInfo, ensure_mirror, module_dir
+
+VARS_FILE = "halab.auto.tfvars.json"
+
+
+# ---- errors ------------------------------------------------------------------------------------
+
+
+class TerraformError(HalabError):
+    """Terraform failed. The message carries Terraform's own error diagnostics."""
+
+    def __init__(self, command: str, returncode: int, diagnostics: list[Diagnostic], stderr: str = ""):
+        self.command = command
+        self.returncode = returncode
+        self.diagnostics = diagnostics
+        self.stderr = stderr
+        errors = [d for d in diagnostics if d.severity == "error"]
+        if errors:
+            lines = [d.text() for d in errors]
+        else:
+            tail = [ln for ln in stderr.strip().splitlines() if ln.strip()][-8:]
+            lines = tail or [f"exit status {returncode}"]
+        super().__init__(f"terraform {command} failed:\n" + "\n".join(f"  {ln}" for ln in lines))
+
+
+class TerraformNotFound(HalabError):
+    def __init__(self, binary: str):
+        super().__init__(
+            f"{binary}: Terraform is not installed or not on PATH; install Terraform >= 1.6 "
+            "(https://developer.hashicorp.com/terraform/install). `./lab.py doctor` checks this."
+        )
+
+
+class TerraformInterrupted(HalabError):
+    """Terraform was interrupted (Ctrl-C or cancel) and stopped gracefully; its state is kept."""
+
+    exit_code = 130
+
+    def __init__(self, command: str):
+        self.command = command
+        super().__init__(
+            f"terraform {command} was interrupted; Terraform stopped gracefully and kept its state. "
+            "Run the command again to converge."
+        )
+
+
+# ---- events ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of everything parsed from Terraform's ``-json`` stream."""
+
+    type: str
+    message: str
+    level: str = "info"
+    timestamp: str = ""
+
+
+@dataclass(frozen=True)
+class LogEvent(Event):
+    """``version``, ``log`` and other messages with nothing but text."""
+
+
+@dataclass(frozen=True)
+class ResourceStart(Event):
+    address: str = ""
+    action: str = ""
+    id_value: str | None = None
+
+
+@dataclass(frozen=True)
+class ResourceProgress(Event):
+    address: str = ""
+    action: str = ""
+    elapsed: float = 0.0
+
+
+@dataclass(frozen=True)
+class ResourceComplete(Event):
+    address: str = ""
+    action: str = ""
+    id_value: str | None = None
+    elapsed: float = 0.0
+
+
+@dataclass(frozen=True)
+class ResourceError(Event):
+    address: str = ""
+    action: str = ""
+    elapsed: float = 0.0
+
+
+@dataclass(frozen=True)
+class RefreshStart(Event):
+    address: str = ""
+    id_value: str | None = None
+
+
+@dataclass(frozen=True)
+class RefreshComplete(Event):
+    address: str = ""
+    id_value: str | None = None
+
+
+@dataclass(frozen=True)
+class PlannedChange(Event):
+    address: str = ""
+    action: str = ""  # create, update, delete, replace, read, noop, move, remove, import
+    reason: str | None = None  # e.g. "cannot_update", "delete_because_no_resource_config"
+
+
+@dataclass(frozen=True)
+class Drift(Event):
+    """A resource changed outside Terraform (``resource_drift``): ``update`` or ``delete``."""
+
+    address: str = ""
+    action: str = ""
+
+
+@dataclass(frozen=True)
+class ChangeSummary(Event):
+    add: int = 0
+    change: int = 0
+    remove: int = 0
+    operation: str = ""  # plan, apply, destroy
+
+
+@dataclass(frozen=True)
+class Diagnostic(Event):
+    severity: str = "error"
+    summary: str = ""
+    detail: str = ""
+    address: str | None = None
+
+    def text(self) -> str:
+        where = f"{self.address}: " if self.address else ""
+        detail = f" — {self.detail.strip()}" if self.detail and self.detail.strip() else ""
+        return f"{where}{self.summary}{detail}"
+
+
+@dataclass(frozen=True)
+class Outputs(Event):
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+def _addr(obj: Mapping[str, Any]) -> str:
+    res = obj.get("resource") or {}
+    return str(res.get("addr") or obj.get("addr") or "")
+
+
+def parse_line(line: str) -> Event | None:
+    """One line of ``terraform <cmd> -json`` output as a typed event; None for blank lines.
+
+    Lines that are not JSON (Terraform prints some errors as plain text) become ``LogEvent`` with
+    type ``text``.
+    """
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        msg = json.loads(line)
+    except json.JSONDecodeError:
+        return LogEvent(type="text", message=line)
+    if not isinstance(msg, dict):
+        return LogEvent(type="text", message=line)
+    kind = str(msg.get("type", "log"))
+    base = {
+        "type": kind,
+        "message": str(msg.get("@message", "")),
+        "level": str(msg.get("@level", "info")),
+        "timestamp": str(msg.get("@timestamp", "")),
+    }
+    hook = msg.get("hook") or {}
+    change = msg.get("change") or {}
+    if kind == "apply_start":
+        return ResourceStart(
+            **base, address=_addr(hook), action=hook.get("action", ""), id_value=hook.get("id_value")
+        )
+    if kind == "apply_progress":
+        return ResourceProgress(
+            **base,
+            address=_addr(hook),
+            action=hook.get("action", ""),
+            elapsed=float(hook.get("elapsed_seconds", 0)),
+        )
+    if kind == "apply_complete":
+        return ResourceComplete(
+            **base,
+            address=_addr(hook),
+            action=hook.get("action", ""),
+            id_value=hook.get("id_value"),
+            elapsed=float(hook.get("elapsed_seconds", 0)),
+        )
+    if kind == "apply_errored":
+        return ResourceError(
+            **base,
+            address=_addr(hook),
+            action=hook.get("action", ""),
+            elapsed=float(hook.get("elapsed_seconds", 0)),
+        )
+    if kind == "refresh_start":
+        return RefreshStart(**base, address=_addr(hook), id_value=hook.get("id_value"))
+    if kind == "refresh_complete":
+        return RefreshComplete(**base, address=_addr(hook), id_value=hook.get("id_value"))
+    if kind == "planned_change":
+        return PlannedChange(
+            **base, address=_addr(change), action=change.get("action", ""), reason=change.get("reason")
+        )
+    if kind == "resource_drift":
+        return Drift(**base, address=_addr(change), action=change.get("action", ""))
+    if kind == "change_summary":
+        ch = msg.get("changes") or {}
+        return ChangeSummary(
+            **base,
+            add=int(ch.get("add", 0)),
+            change=int(ch.get("change", 0)),
+            remove=int(ch.get("remove", 0)),
+            operation=str(ch.get("operation", "")),
+        )
+    if kind == "diagnostic":
+        d = msg.get("diagnostic") or {}
+        return Diagnostic(
+            **base,
+            severity=str(d.get("severity", "error")),
+            summary=str(d.get("summary", "")),
+            detail=str(d.get("detail", "")),
+            address=d.get("address"),
+        )
+    if kind == "outputs":
+        outs = msg.get("outputs") or {}
+        return Outputs(**base, values={k: v.get("value") for k, v in outs.items() if isinstance(v, dict)})
+    return LogEvent(**base)
+
+
+def parse_stream(lines: Iterable[str]) -> list[Event]:
+    return [ev for ev in (parse_line(ln) for ln in lines) if ev is not None]
+
+
+# ---- results -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    address: str
+    action: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: list[Change]  # what apply would do (no-ops left out)
+    drift: list[Change]  # what changed outside Terraform since the last apply
+    summary: ChangeSummary | None
+    plan_file: Path | None
+    diagnostics: list[Diagnostic]
+    seconds: float
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    command: str
+    returncode: int
+    events: list[Event]
+    seconds: float
+
+    @property
+    def diagnostics(self) -> list[Diagnostic]:
+        return [e for e in self.events if isinstance(e, Diagnostic)]
+
+    @property
+    def summary(self) -> ChangeSummary | None:
+        found = [e for e in self.events if isinstance(e, ChangeSummary)]
+        return found[-1] if found else None
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        found = [e for e in self.events if isinstance(e, Outputs)]
+        return found[-1].values if found else {}
+
+
+# ---- executor ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    returncode: int
+    stdout: list[str]
+    stderr: str
+    interrupted: bool
+    seconds: float
+
+
+class Executor:
+    """Runs one command: argv, environment, line-by-line streaming, cancel.
+
+    ``cancel`` (a ``threading.Event``) or a KeyboardInterrupt in the calling thread sends SIGINT to
+    the command exactly once and then waits for it to finish on its own (Terraform saves its state
+    on the way out). Only if it is still running ``kill_after`` seconds later is it terminated.
+    """
+
+    def __init__(self, kill_after: float = 300.0):
+        self.kill_after = kill_after
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        on_line: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ExecResult:
+        full_env = {**os.environ, **(env or {})}
+        full_env = {k: v for k, v in full_env.items() if v != "" or k not in ("TF_PLUGIN_CACHE_DIR",)}
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                bufsize=1,
+                start_new_session=True,  # the terminal's Ctrl-C reaches us, not Terraform directly
+            )
+        except FileNotFoundError:
+            raise TerraformNotFound(argv[0]) from None
+        lines: queue.Queue[str | None] = queue.Queue()
+        err_chunks: list[str] = []
+
+        def pump_out() -> None:
+            assert proc.stdout is not None
+            for ln in proc.stdout:
+                lines.put(ln.rstrip("\n"))
+            lines.put(None)
+
+        def pump_err() -> None:
+            assert proc.stderr is not None
+            err_chunks.append(proc.stderr.read())
+
+        threads = [
+            threading.Thread(target=pump_out, daemon=True),
+            threading.Thread(target=pump_err, daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        out: list[str] = []
+        interrupted_at: float | None = None
+        pending_kbd = False
+
+        def interrupt() -> None:
+            nonlocal interrupted_at
+            if interrupted_at is None and proc.poll() is None:
+                interrupted_at = time.monotonic()
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGINT)
+
+        done = False
+        while not done:
+            try:
+                try:
+                    item = lines.get(timeout=0.1)
+                except queue.Empty:
+                    item = ""
+                if item is None:
+                    done = True
+                elif item:
+                    out.append(item)
+                    if on_line is not None:
+                        on_line(item)
+                if cancel is not None and cancel.is_set():
+                    interrupt()
+                if interrupted_at is not None and time.monotonic() - interrupted_at > self.kill_after:
+                    proc.kill()
+            except KeyboardInterrupt:
+                pending_kbd = True
+                interrupt()
+        proc.wait()
+        for t in threads:
+            t.join(timeout=5)
+        result = ExecResult(
+            returncode=proc.returncode,
+            stdout=out,
+            stderr="".join(err_chunks),
+            interrupted=interrupted_at is not None,
+            seconds=time.monotonic() - start,
+        )
+        if pending_kbd:
+            raise KeyboardInterrupt
+        return result
+
+
+# ---- client ------------------------------------------------------------------------------------
+
+EventCallback = Callable[[Event], None]
+
+
+def _argv(tf: Terraform, command: str, *args: str, **options: Any) -> list[str]:
+    """The command line python-terraform builds, minus ``-force`` (Terraform 1.x rejects it)."""
+    argv = tf.generate_cmd_string(command, *args, **options)
+    return [a for a in argv if a != "-force"]
+
+
+class TerraformClient:
+    """init / plan / apply / destroy / show / output for one Terraform working directory."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        mirror: MirrorInfo | None = None,
+        env: Mapping[str, str] | None = None,
+        executor: Executor | None = None,
+        terraform_bin: str = "terraform",
+        parallelism: int = 10,
+    ):
+        self.workdir = Path(workdir)
+        self.mirror = mirror
+        self.extra_env = dict(env or {})
+        self.executor = executor or Executor()
+        self.terraform_bin = terraform_bin
+        self.parallelism = parallelism
+        self._tf = Terraform(working_dir=str(self.workdir), terraform_bin_path=terraform_bin)
+
+    # -- plumbing --
+    def env(self) -> dict[str, str]:
+        mirror = self.mirror or ensure_mirror()
+        self.mirror = mirror
+        return {**mirror.env, **self.extra_env}
+
+    def _run(
+        self,
+        name: str,
+        argv: list[str],
+        on_event: EventCallback | None,
+        cancel: threading.Event | None,
+        ok_codes: tuple[int, ...] = (0,),
+    ) -> RunResult:
+        events: list[Event] = []
+
+        def on_line(line: str) -> None:
+            ev = parse_line(line)
+            if ev is None:
+                return
+            events.append(ev)
+            if on_event is not None:
+                on_event(ev)
+
+        res = self.executor.run(argv, cwd=self.workdir, env=self.env(), on_line=on_line, cancel=cancel)
+        if res.interrupted:
+            raise TerraformInterrupted(name)
+        if res.returncode not in ok_codes:
+            diags = [e for e in events if isinstance(e, Diagnostic)]
+            raise TerraformError(name, res.returncode, diags, res.stderr)
+        return RunResult(command=name, returncode=res.returncode, events=events, seconds=res.seconds)
+
+    # -- commands --
+    def init(self, on_event: EventCallback | None = None, cancel: threading.Event | None = None) -> RunResult:
+        # The lock file pins the hash of the mirror's launcher, which differs per checkout; it is
+        # derived data here, so it is regenerated every time.
+        (self.workdir / ".terraform.lock.hcl").unlink(missing_ok=True)
+        argv = _argv(self._tf, "init", json=IsFlagged, input=False, no_color=IsFlagged, upgrade=IsFlagged)
+        return self._run("init", argv, on_event, cancel)
+
+    def plan(
+        self,
+        on_event: EventCallback | None = None,
+        cancel: threading.Event | None = None,
+        *,
+        out: Path | None = None,
+        destroy: bool = False,
+        refresh_only: bool = False,
+    ) -> Plan:
+        opts: dict[str, Any] = {
+            "json": IsFlagged,
+            "input": False,
+            "no_color": IsFlagged,
+            "detailed_exitcode": IsFlagged,
+            "lock_timeout": "30s",
+            "parallelism": self.parallelism,
+        }
+        if out is not None:
+            opts["out"] = str(out)
+        if destroy:
+            opts["destroy"] = IsFlagged
+        if refresh_only:
+            opts["refresh_only"] = IsFlagged
+        res = self._run("plan", _argv(self._tf, "plan", **opts), on_event, cancel, ok_codes=(0, 2))
+        return plan_from_events(res.events, plan_file=out, seconds=res.seconds)
+
+    def apply(
+        self,
+        on_event: EventCallback | None = None,
+        cancel: threading.Event | None = None,
+        *,
+        plan_file: Path | None = None,
+    ) -> RunResult:
+        opts: dict[str, Any] = {
+            "json": IsFlagged,
+            "input": False,
+            "no_color": IsFlagged,
+            "lock_timeout": "30s",
+            "parallelism": self.parallelism,
+        }
+        if plan_file is None:
+            opts["auto_approve"] = IsFlagged
+        args = [str(plan_file)] if plan_file is not None else []
+        return self._run("apply", _argv(self._tf, "apply", *args, **opts), on_event, cancel)
+
+    def destroy(
+        self, on_event: EventCallback | None = None, cancel: threading.Event | None = None
+    ) -> RunResult:
+        """``terraform apply -destroy`` (python-terraform's destroy() would pass ``-force``)."""
+        opts = {
+            "json": IsFlagged,
+            "input": False,
+            "no_color": IsFlagged,
+            "lock_timeout": "30s",
+            "auto_approve": IsFlagged,
+            "destroy": IsFlagged,
+            "parallelism": self.parallelism,
+        }
+        return self._run("destroy", _argv(self._tf, "apply", **opts), on_event, cancel)
+
+    def show(self) -> dict[str, Any]:
+        """The current state as ``terraform show -json`` reports it ({} when there is none)."""
+        res = self.executor.run(
+            _argv(self._tf, "show", json=IsFlagged, no_color=IsFlagged), cwd=self.workdir, env=self.env()
+        )
+        if res.returncode != 0:
+            raise TerraformError("show", res.returncode, [], res.stderr)
+        text = "\n".join(res.stdout).strip()
+        return json.loads(text) if text else {}
+
+    def outputs(self) -> dict[str, Any]:
+        """Root module outputs as plain values ({} before the first apply)."""
+        res = self.executor.run(
+            _argv(self._tf, "output", json=IsFlagged, no_color=IsFlagged), cwd=self.workdir, env=self.env()
+        )
+        if res.returncode != 0:
+            raise TerraformError("output", res.returncode, [], res.stderr)
+        text = "\n".join(res.stdout).strip()
+        raw = json.loads(text) if text else {}
+        return {k: v.get("value") for k, v in raw.items()}
+
+    def state_addresses(self) -> list[str]:
+        """Addresses of every resource in the state."""
+        state = self.show()
+        found: list[str] = []
+
+        def walk(module: Mapping[str, Any]) -> None:
+            found.extend(r["address"] for r in module.get("resources", []))
+            for child in module.get("child_modules", []):
+                walk(child)
+
+        walk((state.get("values") or {}).get("root_module") or {})
+        return found
+
+
+def plan_from_events(events: list[Event], plan_file: Path | None = None, seconds: float = 0.0) -> Plan:
+    changes = [
+        Change(e.address, e.action, e.reason)
+        for e in events
+        if isinstance(e, PlannedChange) and e.action not in ("noop", "read")
+    ]
+    drift = [Change(e.address, e.action) for e in events if isinstance(e, Drift)]
+    summaries = [e for e in events if isinstance(e, ChangeSummary)]
+    return Plan(
+        changes=changes,
+        drift=drift,
+        summary=summaries[-1] if summaries else None,
+        plan_file=plan_file,
+        diagnostics=[e for e in events if isinstance(e, Diagnostic)],
+        seconds=seconds,
+    )
+
+
+# ---- working directory and variables -----------------------------------------------------------
+
+
+def prepare_workdir(
+    workdir: Path, tfvars: Mapping[str, Any] | None = None, source: Path | None = None
+) -> Path:
+    """Copy the root module (``*.tf`` and ``modules/``) into a lab's private working directory and
+    write the variables as ``halab.auto.tfvars.json``. State, lock file and ``.terraform`` stay there,
+    so labs never share Terraform state and the source tree stays clean."""
+    source = source or module_dir()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for old in workdir.glob("*.tf"):
+        old.unlink()
+    for tf_file in source.glob("*.tf"):
+        shutil.copy2(tf_file, workdir / tf_file.name)
+    if (workdir / "modules").exists():
+        shutil.rmtree(workdir / "modules")
+    if (source / "modules").is_dir():
+        shutil.copytree(source / "modules", workdir / "modules")
+    if tfvars is not None:
+        write_tfvars(workdir / VARS_FILE, tfvars)
+    return workdir
+
+
+def write_tfvars(path: Path, tfvars: Mapping[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # user-data may hold secrets
+    with os.fdopen(fd, "w") as fh:
+        json.dump(tfvars, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class NodeSeed:
+    """A node's NoCloud seed files (rendered by halab's cloud-init layer)."""
+
+    user_data: str
+    meta_data: str
+    network_config: str
+
+
+def default_pool_path(lab: str, libvirt_uri: str) -> str:
+    """Where the lab's dir pool lives: for qemu:///system under /var/lib/libvirt/images so that
+    libvirt's qemu user can read it; for session URIs under the user's libvirt images."""
+    if libvirt_uri.startswith("qemu:///session"):
+        return os.path.expanduser(f"~/.local/share/libvirt/images/{lab}")
+    return f"/var/lib/libvirt/images/{lab}"
+
+
+def lab_tfvars(
+    cfg: Any,
+    *,
+    base_image: str | Path,
+    kernel: str | Path,
+    initrd: str | Path,
+    accel: str,
+    seeds: Mapping[str, NodeSeed],
+    pool_path: str | None = None,
+    cmdline: str | None = None,
+    stopped: Iterable[str] = (),
+    console_log: bool = True,
+) -> dict[str, Any]:
+    """The root module's variables from a ``LabConfig``. ``accel`` is the resolved domain type
+    (``kvm`` or ``qemu``); ``seeds`` maps node name to its seed; nodes in ``stopped`` get
+    ``running = false``."""
+    if accel not in ("kvm", "qemu"):
+        raise ValueError(f"accel must be 'kvm' or 'qemu' (got {accel!r}); resolve 'auto'/'tcg' first")
+    stopped = set(stopped)
+    net = ipaddress.IPv4Network(cfg.network.cidr, strict=False)
+    nodes: dict[str, Any] = {}
+    for n in cfg.nodes():
+        if n.name not in seeds:
+            raise ValueError(f"no cloud-init seed for node {n.name!r}")
+        s = seeds[n.name]
+        nodes[n.name] = {
+            "name": n.name,
+            "role": n.role,
+            "ip": n.ip,
+            "mac": n.mac.lower(),
+            "memory_mib": n.memory_mib,
+            "vcpus": n.vcpus,
+            "user_data": s.user_data,
+            "meta_data": s.meta_data,
+            "network_config": s.network_config,
+            "running": n.name not in stopped,
+        }
+    out: dict[str, Any] = {
+        "lab": cfg.name,
+        "libvirt_uri": cfg.libvirt_uri,
+        "network": {
+            "name": cfg.network_name,
+            "bridge": cfg.bridge_name,
+            "cidr": str(net),
+            "mode": cfg.network.mode,
+            "gateway": cfg.gateway,
+        },
+        "pool_path": pool_path or default_pool_path(cfg.name, cfg.libvirt_uri),
+        "base_image": str(base_image),
+        "kernel": str(kernel),
+        "initrd": str(initrd),
+        "accel": accel,
+        "console_log": console_log,
+        "nodes": nodes,
+    }
+    if cmdline is not None:
+        out["cmdline"] = cmdline
+    return out
