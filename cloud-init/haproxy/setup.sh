@@ -1,0 +1,17 @@
+#!/bin/bash
+# halab role setup: haproxy ({{node_name}}, profile {{profile}}). Run once per instance by cloud-init.
+set -Eeuo pipefail
+HALAB_NODE={{node_name}}
+HALAB_ROLE=haproxy
+. /usr/local/lib/halab/lib.sh
+halab_begin
+
+step "check haproxy.cfg" haproxy -c -q -f /etc/haproxy/haproxy.cfg
+step "own haproxy.cfg" chgrp haproxy /etc/haproxy/haproxy.cfg
+step "enable and start haproxy" systemctl enable --now haproxy.service
+step "wait for the API frontend" wait_for 60 tcp_open 127.0.0.1 80
+step "wait for the stats listener" wait_for 60 tcp_open 127.0.0.1 8404
+if [ "{{profile}}" = "ha" ]; then
+    step "enable and start keepalived" systemctl enable --now keepalived.service
+fi
+halab_ready
