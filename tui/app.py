@@ -1,0 +1,240 @@
+"""The halab Textual app and the ``make_app()`` factory shared by the CLI and the tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from textual import work
+from textual.app import App
+from textual.worker import get_current_worker
+
+from halab.errors import HalabError
+from halab.session import LabSession, LabSnapshot
+from tui.messages import (
+    ActionDone,
+    ActionFailed,
+    SessionFailed,
+    SessionReady,
+    SnapshotFailed,
+    SnapshotReady,
+    UpFailed,
+    UpFinished,
+    UpStep,
+)
+from tui.screens.dashboard import DashboardScreen
+from tui.screens.nolab import NoLabScreen
+from tui.settings import TuiSettings
+
+MIN_GAP_S = 0.05  # a flood of changes refreshes at most 20 times a second
+
+SessionFactory = Callable[[], LabSession]
+
+
+def _describe(exc: BaseException) -> str:
+    """A HalabError's message is for the user as is; anything else keeps its traceback."""
+    if isinstance(exc, HalabError):
+        return str(exc)
+    return "".join(traceback.format_exception(exc)).rstrip()
+
+
+class HalabApp(App[None]):
+    CSS_PATH = "halab.tcss"
+    TITLE = "halab"
+    ENABLE_COMMAND_PALETTE = True
+
+    def __init__(self, session_factory: SessionFactory, settings: TuiSettings | None = None) -> None:
+        super().__init__()
+        self.session_factory = session_factory
+        self.settings = settings or TuiSettings()
+        self.session: LabSession | None = None
+        self.snapshot: LabSnapshot | None = None
+        self.snapshots_applied = 0
+        self.applied_ticket = 0
+        self._ticket = 0
+        self._wake = threading.Event()
+        self._unsubscribe: Callable[[], None] | None = None
+        self._nolab: NoLabScreen | None = None
+        self._up_running = False
+        self.exit_note = ""
+
+    # ---- start -------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        if self.settings.theme:
+            self.theme = self.settings.theme
+        self.push_screen(DashboardScreen())
+        self._open_session()
+
+    @work(thread=True, exclusive=True, group="session", exit_on_error=False)
+    def _open_session(self) -> None:
+        try:
+            session = self.session_factory()
+        except Exception as exc:
+            self.post_message(SessionFailed(_describe(exc)))
+        else:
+            self.post_message(SessionReady(session))
+
+    def on_session_ready(self, msg: SessionReady) -> None:
+        self.session = msg.session
+        self._unsubscribe = self.session.subscribe(self._on_change)
+        self._refresh_loop()
+
+    def on_session_failed(self, msg: SessionFailed) -> None:
+        self.notify(msg.error, title="cannot open the lab", severity="error", timeout=30)
+        self.exit_note = f"error: {msg.error}"
+
+    # ---- the refresh loop: one thread, woken by changes, polling at refresh_hz ----------------
+    def _on_change(self, _change: Any) -> None:
+        """Called on the session's threads: only wakes the loop (never touches widgets)."""
+        self._wake.set()
+
+    def request_refresh(self) -> int:
+        """Ask for a fresh snapshot soon; returns a ticket that ``applied_ticket`` reaches once a
+        snapshot taken after this call is on screen."""
+        self._ticket += 1
+        self._wake.set()
+        return self._ticket
+
+    @work(thread=True, exclusive=True, group="refresh", exit_on_error=False)
+    def _refresh_loop(self) -> None:
+        worker = get_current_worker()
+        period = 1.0 / max(0.2, self.settings.refresh_hz)
+        session = self.session
+        assert session is not None
+        while not worker.is_cancelled:
+            self._wake.clear()
+            ticket = self._ticket
+            started = time.monotonic()
+            try:
+                snap = session.snapshot()
+            except Exception as exc:
+                self.post_message(SnapshotFailed(_describe(exc)))
+            else:
+                self.post_message(SnapshotReady(snap, ticket))
+            if not self.settings.live:
+                self._wake.wait()
+            else:
+                self._wake.wait(period)
+            rest = MIN_GAP_S - (time.monotonic() - started)
+            if rest > 0:
+                time.sleep(rest)
+
+    def on_snapshot_ready(self, msg: SnapshotReady) -> None:
+        snap = msg.snapshot
+        self.snapshot = snap
+        self.snapshots_applied += 1
+        self.applied_ticket = max(self.applied_ticket, msg.ticket)
+        no_lab = not snap.exists and all(n.state == "missing" for n in snap.nodes)
+        if no_lab and self._nolab is None:
+            self._nolab = NoLabScreen(snap, snap.profile)
+            self.push_screen(self._nolab)
+        elif not no_lab and self._nolab is not None and not self._up_running:
+            self._close_nolab()
+        for screen in self.screen_stack:
+            if isinstance(screen, DashboardScreen):
+                screen.show_snapshot(snap)
+
+    def on_snapshot_failed(self, msg: SnapshotFailed) -> None:
+        self.notify(msg.error, title="cannot read the lab", severity="error", timeout=10)
+
+    def _close_nolab(self) -> None:
+        if self._nolab is not None and self._nolab in self.screen_stack:
+            if self.screen is self._nolab:
+                self.pop_screen()
+            else:
+                self._nolab.dismiss()
+        self._nolab = None
+
+    # ---- actions: blocking calls in workers, results as messages -------------------------------
+    def perform(self, action: str, node: str | None = None, **params: Any) -> None:
+        """Run ``session.<action>(node, **params)`` in a worker thread. Actions on one node are
+        serialised by their worker group; different nodes proceed in parallel."""
+        self.run_worker(
+            partial(self._perform, action, node, params), name=f"{action} {node or ''}".strip(),
+            group=f"action-{node or 'lab'}", thread=True, exclusive=True, exit_on_error=False,
+        )
+
+    def _perform(self, action: str, node: str | None, params: dict[str, Any]) -> None:
+        started = time.monotonic()
+        try:
+            if self.session is None:
+                raise HalabError("the lab is not open yet")
+            fn = getattr(self.session, action)
+            result = fn(node, **params) if node is not None else fn(**params)
+        except Exception as exc:
+            self.post_message(ActionFailed(action, node, _describe(exc)))
+        else:
+            self.post_message(ActionDone(result, time.monotonic() - started))
+        finally:
+            self._wake.set()
+
+    def on_action_done(self, msg: ActionDone) -> None:
+        r = msg.result
+        self.notify(r.message, timeout=3)
+        for problem in r.problems:
+            self.notify(problem, severity="warning", timeout=10)
+
+    def on_action_failed(self, msg: ActionFailed) -> None:
+        what = f"{msg.action.replace('_', ' ')} {msg.node or ''}".strip()
+        self.notify(msg.error, title=f"{what} failed", severity="error", timeout=10)
+        if self.session is not None:
+            self.session.record_event(f"{what} failed: {msg.error.splitlines()[-1]}", kind="error")
+
+    # ---- up ------------------------------------------------------------------------------------
+    def bring_up(self, profile: str) -> None:
+        self._up_running = True
+        self._up(profile)
+
+    @work(thread=True, exclusive=True, group="up", exit_on_error=False)
+    def _up(self, profile: str) -> None:
+        try:
+            assert self.session is not None
+            result = self.session.up(profile, lambda p: self.post_message(UpStep(p)))
+        except Exception as exc:
+            self.post_message(UpFailed(_describe(exc)))
+        else:
+            self.post_message(UpFinished(result))
+        finally:
+            self._wake.set()
+
+    def on_up_step(self, msg: UpStep) -> None:
+        if self._nolab is not None:
+            self._nolab.show_progress(msg.progress)
+
+    def on_up_finished(self, _msg: UpFinished) -> None:
+        self._up_running = False
+        self.notify("The lab is up.", timeout=5)
+        self._close_nolab()
+        self.request_refresh()
+
+    def on_up_failed(self, msg: UpFailed) -> None:
+        self._up_running = False
+        if self._nolab is not None:
+            self._nolab.show_failure(msg.error)
+
+    # ---- end -----------------------------------------------------------------------------------
+
+    def action_quit(self) -> None:
+        snap = self.snapshot
+        if snap is not None and snap.exists:
+            self.exit_note = (f"The lab {snap.lab!r} keeps running (VIP {snap.vip}). "
+                              "Bring it down with: ./lab.py down")
+        elif self._up_running:
+            self.exit_note = "`up` was interrupted; run ./lab.py up (or the TUI) again to converge."
+        self.exit()
+
+    def on_unmount(self) -> None:
+        self._wake.set()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self.session is not None:
+            self.session.close()
+
+
+def make_app(session_factory: SessionFactory, settings: TuiSettings | None = None) -> HalabApp:
+    """The one way to build the app (CLI and tests)."""
+    return HalabApp(session_factory, settings)
