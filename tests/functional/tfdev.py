@@ -55,7 +55,7 @@ class DevProvider:
             self.proc.wait()
 
 
-def test_tfvars(
+def sample_tfvars(
     tmp: Path, lab: str = "tfunc", uri: str = "test:///default", running: bool = True
 ) -> dict[str, Any]:
     files = {}

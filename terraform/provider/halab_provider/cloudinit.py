@@ -13,7 +13,7 @@ from tf.iface import CreateContext, DeleteContext, ImportContext, ReadContext, U
 from tf.schema import Attribute, Schema
 from tf.types import String
 
-from halab_provider.common import BaseResource, ProviderError, State, check_prefix, reported
+from halab_provider.common import BaseResource, ProviderError, State, check_prefix, known, reported
 from halab_provider.pool import lookup_pool
 from halab_provider.volume import lookup_volume, upload_file
 
@@ -78,6 +78,7 @@ class CloudinitDiskResource(BaseResource):
         )
 
     def create(self, ctx: CreateContext, planned: State) -> State | None:
+        planned = known(planned)
         name, pool_name = planned["name"], planned["pool"]
         with reported(ctx.diagnostics, f"cannot create cloud-init disk {name!r}"):
             check_prefix(self.provider, "volume", name)
@@ -85,7 +86,14 @@ class CloudinitDiskResource(BaseResource):
             if pool is None:
                 raise ProviderError(f"storage pool {pool_name!r} does not exist")
             pool.refresh(0)
-            if name in pool.listVolumes():
+            if name in pool.listVolumes() and self.provider.name_prefix:
+                # Inside the lab's prefix a same-named volume is a leftover of an interrupted run:
+                # its content is derived from the configuration, so it is made again.
+                ctx.diagnostics.add_warning(
+                    f"volume {name!r} existed (left by an interrupted run); recreated it"
+                )
+                pool.storageVolLookupByName(name).delete(0)
+            elif name in pool.listVolumes():
                 raise ProviderError(
                     f"volume {name!r} already exists in pool {pool_name!r}",
                     f"Import it (terraform import <address> {pool_name}/{name}) or delete it.",
@@ -128,6 +136,7 @@ class CloudinitDiskResource(BaseResource):
         return current
 
     def update(self, ctx: UpdateContext, current: State, planned: State) -> State | None:
+        planned = known(planned)
         return {**planned, "id": current["id"], "path": current["path"]}
 
     def delete(self, ctx: DeleteContext, current: State) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import libvirt
 from tf.iface import Resource, UpgradeContext
+from tf.types import Unknown
 from tf.utils import Diagnostics
 
 if TYPE_CHECKING:
@@ -61,6 +62,21 @@ def reported(diags: Diagnostics, what: str) -> Iterator[None]:
             f"{what}: internal error in halab's provider: {type(exc).__name__}: {exc}",
             "".join(traceback.format_exception(exc)[-3:]),
         )
+
+
+def known(state: State) -> State:
+    """The planned state with Unknown (computed, not yet known) values as None, blocks included."""
+
+    def fix(v: Any) -> Any:
+        if v is Unknown:
+            return None
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        return v
+
+    return {k: fix(v) for k, v in state.items()}
 
 
 def xml_text(el: ET.Element | None, path: str, default: str | None = None) -> str | None:

@@ -23,6 +23,7 @@ from halab_provider.common import (
     State,
     check_prefix,
     is_not_found,
+    known,
     reported,
 )
 from halab_provider.volume import lookup_volume, volume_format
@@ -270,13 +271,36 @@ class DomainResource(BaseResource):
             )
         check_prefix(self.provider, "domain", dom.name())
 
+    @staticmethod
+    def _leftover(dom: libvirt.virDomain, planned: State) -> bool:
+        meta = owner(ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
+        return bool(
+            planned.get("lab")
+            and meta
+            and meta["name"] == planned["lab"]
+            and meta["node"] == (planned.get("node") or "")
+        )
+
     # ---- CRUD -----------------------------------------------------------------------------
     def create(self, ctx: CreateContext, planned: State) -> State | None:
+        planned = known(planned)
         name = planned["name"]
         dom = None
         with reported(ctx.diagnostics, f"cannot create domain {name!r}"):
             check_prefix(self.provider, "domain", name)
-            if lookup_domain(self.conn, name) is not None:
+            existing = lookup_domain(self.conn, name)
+            if existing is not None and self._leftover(existing, planned):
+                # Defined by an earlier apply that was interrupted before Terraform saved it.
+                ctx.diagnostics.add_warning(
+                    f"domain {name!r} existed (left by an interrupted run); adopted it"
+                )
+                dom = self.conn.defineXML(domain_xml(self.conn, planned, uuid=existing.UUIDString()))
+                if dom.isActive():
+                    dom.destroy()
+                if planned.get("running") in (None, True):
+                    dom.create()
+                return domain_state(dom, planned)
+            if existing is not None:
                 raise ProviderError(
                     f"domain {name!r} already exists",
                     f"Import it (terraform import <address> {name}) or remove it first.",
@@ -298,6 +322,7 @@ class DomainResource(BaseResource):
         return current
 
     def update(self, ctx: UpdateContext, current: State, planned: State) -> State | None:
+        planned = known(planned)
         name = current["name"]
         with reported(ctx.diagnostics, f"cannot update domain {name!r}"):
             dom = lookup_domain(self.conn, current["id"])

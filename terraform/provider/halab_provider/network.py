@@ -14,7 +14,15 @@ from tf.schema import Attribute, Block, Schema
 from tf.types import Bool, List, String
 from tf.utils import Diagnostics
 
-from halab_provider.common import BaseResource, ProviderError, State, check_prefix, is_not_found, reported
+from halab_provider.common import (
+    BaseResource,
+    ProviderError,
+    State,
+    check_prefix,
+    is_not_found,
+    known,
+    reported,
+)
 
 MODES = ("nat", "isolated")
 
@@ -82,6 +90,18 @@ def network_state(net: libvirt.virNetwork) -> dict[str, Any]:
         "running": bool(net.isActive()),
         "dhcp_host": hosts,
     }
+
+
+def _same_network(have: State, want: State) -> bool:
+    def hosts(st: State) -> set[tuple[str, str]]:
+        return {(h["mac"].lower(), h["ip"]) for h in st.get("dhcp_host") or []}
+
+    return (
+        have["addresses"] == list(want.get("addresses") or [])
+        and have["mode"] == (want.get("mode") or "nat")
+        and (not want.get("bridge") or have["bridge"] == want["bridge"])
+        and hosts(have) == hosts(want)
+    )
 
 
 class NetworkResource(BaseResource):
@@ -166,10 +186,24 @@ class NetworkResource(BaseResource):
                 )
 
     def create(self, ctx: CreateContext, planned: State) -> State | None:
+        planned = known(planned)
         name = planned["name"]
         with reported(ctx.diagnostics, f"cannot create network {name!r}"):
             check_prefix(self.provider, "network", name)
-            if lookup_network(self.conn, name) is not None:
+            existing = lookup_network(self.conn, name)
+            if (
+                existing is not None
+                and self.provider.name_prefix
+                and _same_network(network_state(existing), planned)
+            ):
+                ctx.diagnostics.add_warning(
+                    f"network {name!r} existed (left by an interrupted run); adopted it"
+                )
+                existing.setAutostart(1 if planned.get("autostart") in (None, True) else 0)
+                if planned.get("running") in (None, True) and not existing.isActive():
+                    existing.create()
+                return network_state(existing)
+            if existing is not None:
                 raise ProviderError(
                     f"network {name!r} already exists",
                     f"Import it (terraform import <address> {name}) or remove it first.",
@@ -192,6 +226,7 @@ class NetworkResource(BaseResource):
         return current
 
     def update(self, ctx: UpdateContext, current: State, planned: State) -> State | None:
+        planned = known(planned)
         name = current["name"]
         with reported(ctx.diagnostics, f"cannot update network {name!r}"):
             check_prefix(self.provider, "network", name)

@@ -18,6 +18,7 @@ from halab_provider.common import (
     State,
     check_prefix,
     is_not_found,
+    known,
     reported,
     xml_text,
 )
@@ -75,10 +76,24 @@ class PoolResource(BaseResource):
             diags.add_error(f"path {path!r} must be absolute", path=["path"])
 
     def create(self, ctx: CreateContext, planned: State) -> State | None:
+        planned = known(planned)
         name = planned["name"]
         with reported(ctx.diagnostics, f"cannot create storage pool {name!r}"):
             check_prefix(self.provider, "storage pool", name)
-            if lookup_pool(self.conn, name) is not None:
+            existing = lookup_pool(self.conn, name)
+            if (
+                existing is not None
+                and self.provider.name_prefix
+                and pool_state(existing)["path"] == planned["path"]
+            ):
+                ctx.diagnostics.add_warning(
+                    f"storage pool {name!r} existed (left by an interrupted run); adopted it"
+                )
+                if not existing.isActive():
+                    existing.create(0)
+                existing.setAutostart(1 if planned.get("autostart") in (None, True) else 0)
+                return pool_state(existing)
+            if existing is not None:
                 raise ProviderError(
                     f"storage pool {name!r} already exists",
                     f"Import it (terraform import <address> {name}) or remove it (virsh pool-destroy/"
@@ -106,6 +121,7 @@ class PoolResource(BaseResource):
         return current
 
     def update(self, ctx: UpdateContext, current: State, planned: State) -> State | None:
+        planned = known(planned)
         with reported(ctx.diagnostics, f"cannot update storage pool {current['name']!r}"):
             pool = lookup_pool(self.conn, current["id"])
             if pool is None:

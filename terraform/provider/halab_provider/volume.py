@@ -21,6 +21,7 @@ from halab_provider.common import (
     State,
     check_prefix,
     is_not_found,
+    known,
     reported,
     xml_text,
 )
@@ -173,6 +174,7 @@ class VolumeResource(BaseResource):
             diags.add_error("base_volume_pool needs base_volume_name", path=["base_volume_pool"])
 
     def create(self, ctx: CreateContext, planned: State) -> State | None:
+        planned = known(planned)
         name, pool_name = planned["name"], planned["pool"]
         fmt = planned.get("format") or "qcow2"
         with reported(ctx.diagnostics, f"cannot create volume {name!r} in pool {pool_name!r}"):
@@ -181,7 +183,14 @@ class VolumeResource(BaseResource):
             if pool is None:
                 raise ProviderError(f"storage pool {pool_name!r} does not exist")
             pool.refresh(0)
-            if name in pool.listVolumes():
+            if name in pool.listVolumes() and self.provider.name_prefix:
+                # Inside the lab's prefix a same-named volume is a leftover of an interrupted run:
+                # its content is derived from the configuration, so it is made again.
+                ctx.diagnostics.add_warning(
+                    f"volume {name!r} existed (left by an interrupted run); recreated it"
+                )
+                pool.storageVolLookupByName(name).delete(0)
+            elif name in pool.listVolumes():
                 raise ProviderError(
                     f"volume {name!r} already exists in pool {pool_name!r}",
                     f"Import it (terraform import <address> {pool_name}/{name}) or delete it first.",
@@ -259,6 +268,7 @@ class VolumeResource(BaseResource):
         return current
 
     def update(self, ctx: UpdateContext, current: State, planned: State) -> State | None:
+        planned = known(planned)
         # Every attribute that matters forces replacement; nothing to change in place.
         return {**planned, "id": current["id"], "path": current["path"], "size": current["size"]}
 
