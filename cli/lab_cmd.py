@@ -1,7 +1,112 @@
-from cli.common import placeholder
+"""`lab.py up|down|plan|heal|status`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+
+from cli.common import config_from, print_json
+from halab import lifecycle
 
 
 def register(sub) -> None:
-    for name, text in (("up", "build the lab"), ("down", "destroy the lab"), ("plan", "show drift"),
-                       ("heal", "apply Terraform to repair drift"), ("status", "show the lab")):
-        placeholder(sub, name, text, 4)
+    p = sub.add_parser("up", help="build the lab (image, seeds, terraform apply, wait for cloud-init)",
+                       description="Build or converge the lab. Re-running on a healthy lab changes nothing.")
+    p.add_argument("--json", metavar="FILE", help="also write the summary (nodes, phases) as JSON")
+    p.set_defaults(func=_up)
+    p = sub.add_parser("down", help="destroy everything the lab owns (idempotent)",
+                       description="Destroy the lab's domains, volumes, seeds, network, pool and state.")
+    p.set_defaults(func=_down)
+    p = sub.add_parser("plan", help="show drift between the lab definition and libvirt (terraform plan)")
+    p.set_defaults(func=_plan)
+    p = sub.add_parser("heal", help="repair drift (terraform apply) and wait until every node is ready")
+    p.set_defaults(func=_heal)
+    p = sub.add_parser("status", help="the VIP and each node: role, IP, libvirt state, reachable")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--no-ssh", action="store_true", help="skip the SSH reachability check")
+    p.set_defaults(func=_status)
+
+
+def _printer(prog: lifecycle.Progress) -> None:
+    where = f"{prog.node}: " if prog.node and not prog.message.startswith(prog.node) else ""
+    print(f"[{prog.elapsed_s:6.1f}s] {prog.phase:<9} {where}{prog.message}", flush=True)
+
+
+def _run_interruptible(fn, *args):
+    """Run a lifecycle command; the first Ctrl-C asks Terraform to stop gracefully (state kept)."""
+    cancel = threading.Event()
+    try:
+        return fn(*args, progress=_printer, cancel=cancel)
+    except KeyboardInterrupt:
+        cancel.set()
+        raise
+
+
+def _summary(res: lifecycle.UpResult) -> None:
+    print()
+    print(f"lab {res.lab}: {len(res.nodes)} nodes, VIP {res.vip}, accelerator {res.accel}, "
+          f"{res.terraform_changes} terraform change(s)")
+    for n in res.nodes:
+        print(f"  {n.name:<10} {n.role:<8} {n.ip:<15} {n.state}")
+    print("phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in res.phases_s.items()))
+
+
+def _up(args: argparse.Namespace) -> int:
+    cfg = config_from(args)
+    res = _run_interruptible(lifecycle.up, cfg)
+    _summary(res)
+    if args.json:
+        import json
+
+        with open(args.json, "w") as fh:
+            json.dump(res.to_dict(), fh, indent=2)
+    return 0
+
+
+def _heal(args: argparse.Namespace) -> int:
+    cfg = config_from(args)
+    _summary(_run_interruptible(lifecycle.heal, cfg))
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    cfg = config_from(args)
+    phases = _run_interruptible(lifecycle.down, cfg)
+    print(f"lab {cfg.name} is down (" + ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()) + ")")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    cfg = config_from(args)
+    plan = _run_interruptible(lifecycle.plan, cfg)
+    for d in plan.drift:
+        print(f"drift: {d.address} changed outside Terraform ({d.action})")
+    for c in plan.changes:
+        reason = f" ({c.reason})" if c.reason else ""
+        print(f"will {c.action}: {c.address}{reason}")
+    if not plan.has_changes:
+        print("no changes: the lab matches its definition")
+        return 0
+    print("run ./lab.py heal to apply", file=sys.stderr)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    cfg = config_from(args)
+    if not lifecycle.lab_exists(cfg):
+        if args.json:
+            print_json({"lab": cfg.name, "up": False, "nodes": []})
+        else:
+            print(f"lab {cfg.name} is not up (./lab.py up builds it)")
+        return 1
+    nodes = lifecycle.node_statuses(cfg, check_ssh=not args.no_ssh)
+    if args.json:
+        print_json({"lab": cfg.name, "up": True, "vip": cfg.vip,
+                    "nodes": [n.__dict__ for n in nodes]})
+        return 0
+    print(f"lab {cfg.name}  VIP {cfg.vip}")
+    for n in nodes:
+        reach = {True: "reachable", False: "unreachable", None: "-"}[n.reachable]
+        print(f"  {n.name:<10} {n.role:<8} {n.ip:<15} {n.state:<9} {reach}")
+    return 0

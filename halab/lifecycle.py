@@ -1,0 +1,333 @@
+"""The lab's life: `up`, `down`, `plan`, `heal`, `status`.
+
+Terraform is the source of truth for what exists; this module only prepares its inputs (image,
+seeds, tfvars), runs it, and then waits until every node has finished cloud-init over SSH.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from halab.config import LabConfig
+from halab.errors import HalabError
+from halab.lock import LabLock
+from halab.paths import lab_state_dir
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One line of progress for whoever drives `up`/`down` (CLI prints it, TUI renders it)."""
+
+    phase: str
+    message: str
+    elapsed_s: float
+    node: str | None = None
+    resource: str | None = None
+    done: bool = False
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class NodeStatus:
+    name: str
+    role: str
+    ip: str
+    domain: str
+    state: str
+    reachable: bool | None = None
+
+
+@dataclass
+class UpResult:
+    lab: str
+    vip: str
+    accel: str
+    nodes: list[NodeStatus]
+    phases_s: dict[str, float] = field(default_factory=dict)
+    terraform_changes: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Clock:
+    def __init__(self, progress: ProgressCallback | None):
+        self.start = time.monotonic()
+        self.progress = progress
+        self.phases: dict[str, float] = {}
+        self._phase: str | None = None
+        self._phase_start = self.start
+
+    def phase(self, name: str, message: str = "") -> None:
+        self._close()
+        self._phase = name
+        self._phase_start = time.monotonic()
+        self.say(message or f"{name}…")
+
+    def _close(self) -> None:
+        if self._phase is not None:
+            self.phases[self._phase] = round(time.monotonic() - self._phase_start, 2)
+            self.say(f"{self._phase} done in {self.phases[self._phase]:.1f}s", done=True)
+        self._phase = None
+
+    def say(self, message: str, node: str | None = None, resource: str | None = None,
+            done: bool = False) -> None:
+        if self.progress:
+            self.progress(Progress(self._phase or "", message, time.monotonic() - self.start, node,
+                                   resource, done))
+
+    def finish(self) -> dict[str, float]:
+        self._close()
+        self.phases["total"] = round(time.monotonic() - self.start, 2)
+        return self.phases
+
+
+def state_paths(cfg: LabConfig) -> dict[str, Path]:
+    root = lab_state_dir(cfg.name)
+    return {
+        "root": root,
+        "terraform": root / "terraform",
+        "seeds": root / "seeds",
+        "known_hosts": root / "known_hosts",
+        "ssh_key": root / "id_ed25519",
+        "inventory": root / "inventory.json",
+    }
+
+
+def lab_exists(cfg: LabConfig) -> bool:
+    return (lab_state_dir(cfg.name, create=False) / "terraform" / "terraform.tfstate").exists()
+
+
+class LabNotUp(HalabError):
+    """The command needs a lab that has been brought up."""
+
+
+def _lock(cfg: LabConfig) -> LabLock:
+    return LabLock(lab_state_dir(cfg.name), cfg.name)
+
+
+def remove_state(cfg: LabConfig) -> None:
+    root = lab_state_dir(cfg.name, create=False)
+    if root.exists():
+        shutil.rmtree(root)
+
+
+def write_inventory(cfg: LabConfig, accel: str) -> None:
+    paths = state_paths(cfg)
+    data = {
+        "lab": cfg.name,
+        "vip": cfg.vip,
+        "accel": accel,
+        "nodes": [{"name": n.name, "role": n.role, "ip": n.ip, "mac": n.mac,
+                   "domain": cfg.domain_name(n)} for n in cfg.nodes()],
+    }
+    paths["inventory"].write_text(json.dumps(data, indent=2))
+
+
+# ---- the pieces `up` is made of ------------------------------------------------------------------
+
+
+def _terraform_client(cfg: LabConfig):
+    from halab.terraform import TerraformClient
+
+    return TerraformClient(state_paths(cfg)["terraform"])
+
+
+def _tf_progress(clock: _Clock):
+    from halab.terraform import Diagnostic, Drift, ResourceComplete, ResourceError, ResourceStart
+
+    def on_event(ev) -> None:
+        if isinstance(ev, ResourceStart):
+            clock.say(f"{ev.action} {ev.address}…", resource=ev.address)
+        elif isinstance(ev, ResourceComplete):
+            clock.say(f"{ev.action} {ev.address} done ({ev.elapsed:.1f}s)", resource=ev.address, done=True)
+        elif isinstance(ev, ResourceError):
+            clock.say(f"error on {ev.address}: {ev.message}", resource=ev.address)
+        elif isinstance(ev, Drift):
+            clock.say(f"drift: {ev.address} ({ev.action})", resource=ev.address)
+        elif isinstance(ev, Diagnostic) and ev.severity == "error":
+            clock.say(ev.text())
+
+    return on_event
+
+
+def prepare(cfg: LabConfig, clock: _Clock, stopped: tuple[str, ...] = ()) -> str:
+    """Image, credentials, seeds and the Terraform working directory. Returns the libvirt domain
+    type ("kvm" or "qemu")."""
+    from halab.accel import resolve_accel
+    from halab.cloudinit import render_all
+    from halab.image import ensure_image
+    from halab.secrets import ensure_lab_credentials
+    from halab.terraform import lab_tfvars, prepare_workdir
+    from halab.tfmirror import ensure_mirror
+
+    clock.phase("accel", "choosing the accelerator (KVM only after a real boot probe)…")
+    accel = resolve_accel(cfg, progress=lambda msg: clock.say(msg))
+    note = " (KVM unusable or disabled: software emulation, slower)" if accel == "tcg" else ""
+    clock.say(f"accelerator: {accel}{note}")
+
+    clock.phase("image", "base image…")
+    if cfg.image != "builtin":
+        raise HalabError(
+            f"{cfg.source}: image: stock cloud images ({cfg.image}) are not wired into `up` yet; "
+            "use image: builtin"
+        )
+    image = ensure_image(progress=lambda ev: clock.say(f"{ev.phase}: {ev.message}"))
+    clock.say(f"image {image.recipe_hash} ({image.size_bytes / 1e6:.0f} MB)")
+
+    clock.phase("seeds", "credentials and cloud-init seeds…")
+    secrets, keys = ensure_lab_credentials(cfg)
+    seeds = render_all(cfg, secrets, keys)
+    paths = state_paths(cfg)
+    tfvars = lab_tfvars(
+        cfg, base_image=image.disk, kernel=image.kernel, initrd=image.initrd,
+        accel="kvm" if accel == "kvm" else "qemu", seeds=seeds, cmdline=image.kernel_cmdline,
+        stopped=stopped,
+    )
+    prepare_workdir(paths["terraform"], tfvars)
+    ensure_mirror()
+    write_inventory(cfg, accel)
+    return accel
+
+
+def _ssh(cfg: LabConfig):
+    from halab.secrets import load_or_create_keys
+    from halab.ssh import NodeSSH
+
+    keys = load_or_create_keys(cfg)
+    return NodeSSH(keys.client_key_path, keys.known_hosts_path)
+
+
+def wait_ready(cfg: LabConfig, clock: _Clock, deadline_s: float = 900.0) -> dict[str, float]:
+    """Wait until every node answers SSH with its halab-given host key and has written the
+    cloud-init ready marker. Returns seconds to ready per node."""
+    from halab.cloudinit import READY_MARKER
+    from halab.ssh import SSHUnavailable
+
+    ssh = _ssh(cfg)
+    start = time.monotonic()
+    deadline = start + deadline_s
+    pending = {n.name: n for n in cfg.nodes()}
+    sshed: set[str] = set()
+    ready: dict[str, float] = {}
+    try:
+        while pending:
+            if time.monotonic() > deadline:
+                raise HalabError(
+                    f"nodes not ready after {deadline_s:.0f}s: {', '.join(sorted(pending))}; "
+                    f"see the console logs in the lab's pool directory and `./lab.py status`"
+                )
+            for name, node in list(pending.items()):
+                try:
+                    res = ssh.run(node.ip, f"cat {READY_MARKER} 2>/dev/null; "
+                                  "cloud-init status 2>/dev/null | tail -1", timeout=15)
+                except SSHUnavailable:
+                    continue
+                if name not in sshed:
+                    sshed.add(name)
+                    clock.say(f"{name}: SSH up, host key verified", node=name)
+                if "status: error" in res.stdout:
+                    raise HalabError(f"{name}: cloud-init failed; run `./lab.py ssh {name} cloud-init "
+                                     "status --long` or read /var/log/cloud-init-output.log on it")
+                if "finished=" in res.stdout or "instance-id=" in res.stdout:
+                    ready[name] = round(time.monotonic() - start, 1)
+                    clock.say(f"{name}: cloud-init finished ({ready[name]:.0f}s)", node=name, done=True)
+                    del pending[name]
+            if pending:
+                time.sleep(2.0)
+    finally:
+        ssh.close()
+    return ready
+
+
+def node_statuses(cfg: LabConfig, check_ssh: bool = True) -> list[NodeStatus]:
+    from halab.virt import LabVirt
+
+    out: list[NodeStatus] = []
+    with LabVirt(cfg) as virt:
+        states = {name: str(st) for name, st in virt.states().items()}
+    ssh = _ssh(cfg) if check_ssh else None
+    try:
+        for n in cfg.nodes():
+            reachable = None
+            if ssh is not None and states[n.name] == "running":
+                try:
+                    ssh.connect_timeout = 2.0
+                    reachable = ssh.run(n.ip, "true", timeout=5).rc == 0
+                except HalabError:
+                    reachable = False
+            out.append(NodeStatus(n.name, n.role, n.ip, cfg.domain_name(n), states[n.name], reachable))
+    finally:
+        if ssh is not None:
+            ssh.close()
+    return out
+
+
+# ---- commands ------------------------------------------------------------------------------------
+
+
+def up(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None) -> UpResult:
+    """Build or converge the lab. Re-running on a healthy lab changes nothing."""
+    clock = _Clock(progress)
+    with _lock(cfg):
+        accel = prepare(cfg, clock)
+        tf = _terraform_client(cfg)
+        clock.phase("terraform", "terraform init (offline, halab's provider from the local mirror)…")
+        on_event = _tf_progress(clock)
+        tf.init(on_event=None, cancel=cancel)
+        clock.say("terraform apply…")
+        result = tf.apply(on_event=on_event, cancel=cancel)
+        summary = result.summary
+        changes = (summary.add + summary.change + summary.remove) if summary else 0
+        clock.phase("boot", "waiting for every node: SSH with verified host key, then cloud-init…")
+        wait_ready(cfg, clock)
+        phases = clock.finish()
+    nodes = node_statuses(cfg, check_ssh=False)
+    return UpResult(cfg.name, cfg.vip, accel, nodes, phases, changes)
+
+
+def down(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None) -> dict[str, float]:
+    """Destroy everything the lab owns, then its state. Idempotent."""
+    clock = _Clock(progress)
+    root = lab_state_dir(cfg.name, create=False)
+    if not root.exists():
+        clock.say(f"lab {cfg.name!r} has no state: nothing to do")
+        return clock.finish()
+    with _lock(cfg):
+        paths = state_paths(cfg)
+        if (paths["terraform"] / "terraform.tfstate").exists():
+            tf = _terraform_client(cfg)
+            clock.phase("terraform", "terraform destroy…")
+            if not (paths["terraform"] / ".terraform").exists():
+                tf.init(cancel=cancel)
+            tf.destroy(on_event=_tf_progress(clock), cancel=cancel)
+        clock.phase("state", "removing the lab's state directory…")
+    remove_state(cfg)
+    return clock.finish()
+
+
+def plan(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None):
+    """What Terraform would change: drift such as a node killed outside halab."""
+    if not lab_exists(cfg):
+        raise LabNotUp(f"lab {cfg.name!r} is not up; run ./lab.py up")
+    clock = _Clock(progress)
+    with _lock(cfg):
+        tf = _terraform_client(cfg)
+        clock.phase("plan", "terraform plan (refreshing real state from libvirt)…")
+        result = tf.plan(on_event=_tf_progress(clock), cancel=cancel)
+        clock.finish()
+    return result
+
+
+def heal(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None) -> UpResult:
+    """Apply: bring every node back to what the lab definition says, then wait until ready."""
+    if not lab_exists(cfg):
+        raise LabNotUp(f"lab {cfg.name!r} is not up; run ./lab.py up")
+    return up(cfg, progress, cancel)
