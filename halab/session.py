@@ -253,6 +253,7 @@ class LabSession:
         self._closed = False
         self.scenario_dir = scenario_dir or Path(__file__).resolve().parent.parent / "scenarios"
 
+        virt_given = virt is not None
         if virt is None:
             from halab.virt import LabVirt
 
@@ -264,6 +265,7 @@ class LabSession:
             faults = Faults(cfg, virt, ssh=self._default_ssh())
         self.faults = faults
         self.probes = probes
+        self._auto_probes = probes is None and virt_given is False
         self.traffic = traffic
         self._traffic_module = traffic is None and _optional("halab.traffic") is not None
         if timeline is None:
@@ -284,8 +286,8 @@ class LabSession:
 
         def run(node: str, command: str) -> tuple[int, str, str]:
             if "c" not in holder:
-                root = lab_state_dir(self.cfg.name, create=False)
-                holder["c"] = NodeSSH(root / "id_ed25519", root / "known_hosts")
+                keys = lab_state_dir(self.cfg.name, create=False) / "ssh"  # halab.secrets.ssh_dir
+                holder["c"] = NodeSSH(keys / "id_ed25519", keys / "known_hosts")
             r = holder["c"].run(self.cfg.node(node).ip, command)
             return r.rc, r.stdout, r.stderr
 
@@ -458,6 +460,8 @@ class LabSession:
                 share=share, faults=tuple(by_node.get(n.name, ())), detail=str(p.get("detail", "")),
             ))
         exists = any(s not in ("missing", "unknown") for s in states.values())
+        if exists and self._auto_probes:
+            self._start_probes(problems)
         if self.probes is None and exists and not probe:
             problems.append("health and HAProxy backend states need the probes (issue 6)")
         return LabSnapshot(
@@ -467,6 +471,24 @@ class LabSession:
             traffic=self._traffic_state(), problems=tuple(problems),
             expected_detection_s=self.expected_detection_s(),
         )
+
+    def _start_probes(self, problems: list[str]) -> None:
+        """Once the lab exists: the probe set (HAProxy stats, health, clusters) feeding the
+        timeline. Needs the lab's credentials, so it never starts for a lab that is not there."""
+        self._auto_probes = False
+        mod = _optional("halab.probes")
+        if mod is None or not hasattr(mod, "ProbeSet"):
+            return
+        try:
+            from halab.secrets import load_or_create_secrets
+
+            secrets = load_or_create_secrets(self.cfg)
+            self.probes = mod.ProbeSet.for_lab(
+                self.cfg, self.virt, stats_auth=("halab", secrets.haproxy_stats_password),
+                ssh=getattr(self.faults, "ssh", None), timeline=self.timeline)
+            self.probes.start()
+        except HalabError as exc:
+            problems.append(f"probes not started: {exc}")
 
     def _poll_probes(self, problems: list[str]) -> None:
         """Pull the latest probe readings, if the probes expose them (``latest()``)."""

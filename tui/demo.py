@@ -42,6 +42,14 @@ def define_domains(conn: libvirt.virConnect, cfg: LabConfig, running: bool = Tru
     </interface>
   </devices>
 </domain>"""
+        try:  # the test driver's state is shared while any connection is open: start afresh
+            old = conn.lookupByName(cfg.domain_name(n))
+        except libvirt.libvirtError:
+            old = None
+        if old is not None:
+            if old.isActive():
+                old.destroy()
+            old.undefine()
         dom = conn.defineXML(xml)
         if running:
             dom.create()

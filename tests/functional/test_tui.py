@@ -1,0 +1,410 @@
+"""Pilot tests: every action path of the TUI (confirm yes / no / skipped) on a lab defined on
+libvirt's test:///default driver, with recorded samples and a fixed clock."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from halab.errors import NotAvailableYet  # noqa: E402
+from halab.session import LabSession, UpProgress  # noqa: E402
+from tui import TuiSettings, make_app  # noqa: E402
+from tui.demo import T0, Recorder, define_domains, demo_session  # noqa: E402
+from tui.screens.dashboard import DashboardScreen  # noqa: E402
+from tui.screens.dialogs import ConfirmScreen, HelpScreen, LatencyScreen, ScenarioScreen  # noqa: E402
+from tui.screens.nolab import NoLabScreen  # noqa: E402
+from tui.widgets.panels import Timeline  # noqa: E402
+
+SIZE = (100, 30)
+
+
+def settings(**kw) -> TuiSettings:
+    return TuiSettings(tz=UTC, **kw)
+
+
+async def settle(pilot, app, timeout: float = 5.0) -> None:
+    """Wait until action workers are done and a snapshot taken after them is on screen."""
+    loops = int(timeout / 0.02)
+    for _ in range(loops):
+        busy = [w for w in app.workers if w.group.startswith(("action-", "up", "session")) and w.is_running]
+        if not busy and app.session is not None:
+            break
+        await pilot.pause(0.02)
+    ticket = app.request_refresh()
+    for _ in range(loops):
+        if app.applied_ticket >= ticket:
+            break
+        await pilot.pause(0.02)
+    await pilot.pause()
+    assert app.applied_ticket >= ticket, "no snapshot reached the screen"
+
+
+def timeline_text(app) -> str:
+    return "\n".join(e.text for e in app.snapshot.events)
+
+
+@pytest.fixture
+def lab(tmp_path):
+    rec = Recorder()
+    box: dict[str, LabSession] = {}
+
+    def factory() -> LabSession:
+        box["s"] = demo_session(state_dir=tmp_path, recorder=rec, scenario_dir=tmp_path / "scenarios")
+        return box["s"]
+
+    factory.recorder = rec  # type: ignore[attr-defined]
+    factory.box = box  # type: ignore[attr-defined]
+    return factory
+
+
+async def start(app, pilot) -> None:
+    await settle(pilot, app)
+    assert isinstance(app.screen, DashboardScreen)
+
+
+async def select(pilot, app, node: str) -> None:
+    index = [n.name for n in app.snapshot.nodes].index(node)
+    await pilot.press(str(index + 1))
+
+
+async def test_kill_confirm_yes(lab):
+    app = make_app(lab, settings())
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await select(pilot, app, "api-3")
+        await pilot.press("k")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await settle(pilot, app)
+        assert app.snapshot.node("api-3").state == "shut off"
+        assert app.snapshot.node("api-3").faults == ("kill",)
+        assert "kill api-3" in app.screen.query_one(Timeline).text
+
+
+async def test_kill_confirm_no(lab):
+    app = make_app(lab, settings())
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await select(pilot, app, "api-3")
+        await pilot.press("k", "n")
+        await settle(pilot, app)
+        assert isinstance(app.screen, DashboardScreen)
+        assert app.snapshot.node("api-3").state == "running"
+        assert "kill api-3" not in timeline_text(app)
+
+
+async def test_kill_confirm_with_mouse(lab):
+    app = make_app(lab, settings())
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await select(pilot, app, "api-1")
+        await pilot.press("k")
+        await pilot.click("#yes")
+        await settle(pilot, app)
+        assert app.snapshot.node("api-1").state == "shut off"
+
+
+async def test_kill_skips_confirm_when_disabled(lab):
+    app = make_app(lab, settings(confirm_destructive=False))
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await select(pilot, app, "api-3")
+        await pilot.press("k")
+        assert not isinstance(app.screen, ConfirmScreen)
+        await settle(pilot, app)
+        assert app.snapshot.node("api-3").state == "shut off"
+        await pilot.press("r")  # revive never asks
+        await settle(pilot, app)
+        assert app.snapshot.node("api-3").state == "running"
+        assert app.snapshot.node("api-3").faults == ()
+
+
+async def test_pause_then_resume(lab):
+    app = make_app(lab, settings())
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await select(pilot, app, "db-1")
+        await pilot.press("p", "y")
+        await settle(pilot, app)
+        assert app.snapshot.node("db-1").state == "paused"
+        await pilot.press("p")  # resume: no confirmation
+        assert not isinstance(app.screen, ConfirmScreen)
+        await settle(pilot, app)
+        assert app.snapshot.node("db-1").state == "running"
+
+
+async def test_pause_confirm_no(lab):
+    app = make_app(lab, settings())
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await select(pilot, app, "db-1")
+        await pilot.press("p", "escape")
+        await settle(pilot, app)
+        assert app.snapshot.node("db-1").state == "running"
+
+
+@pytest.mark.parametrize("answer", ["y", "n"])
+async def test_reboot(lab, answer):
+    app = make_app(lab, settings())
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await select(pilot, app, "mq-1")
+        await pilot.press("b", answer)
+        await settle(pilot, app)
+        assert ("reboot mq-1" in timeline_text(app)) is (answer == "y")
+        assert app.snapshot.node("mq-1").state == "running"
+
+
+@pytest.mark.parametrize("answer", ["y", "n"])
+async def test_netcut(lab, answer):
+    """The test driver cannot change links live: the failure must reach the screen in full."""
+    app = make_app(lab, settings())
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await select(pilot, app, "api-4")
+        await pilot.press("n", answer)
+        await settle(pilot, app)
+        text = timeline_text(app)
+        if answer == "y":
+            assert "netcut api-4 failed" in text and "libvirt refused" in text
+        else:
+            assert "netcut" not in text
+
+
+async def test_latency_prompt_apply_and_clear(lab):
+    app = make_app(lab, settings())
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await select(pilot, app, "api-2")
+        await pilot.press("l")
+        assert isinstance(app.screen, LatencyScreen)
+        await pilot.press("backspace", "backspace", "backspace", "3", "5", "0", "enter")
+        await settle(pilot, app)
+        assert app.snapshot.node("api-2").faults == ("netem 350 ms",)
+        assert lab.recorder.host[-1][:3] == ["tc", "qdisc", "replace"]
+        assert "350ms" in lab.recorder.host[-1]
+        await pilot.press("l")  # active: clears at once
+        await settle(pilot, app)
+        assert app.snapshot.node("api-2").faults == ()
+        assert lab.recorder.host[-1][:3] == ["tc", "qdisc", "del"]
+
+
+async def test_latency_prompt_cancel(lab):
+    app = make_app(lab, settings())
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await pilot.press("l", "escape")
+        await settle(pilot, app)
+        assert lab.recorder.host == []
+
+
+async def test_latency_without_confirm_uses_default(lab):
+    app = make_app(lab, settings(confirm_destructive=False, netem_delay_ms=120))
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await select(pilot, app, "api-1")
+        await pilot.press("l")
+        await settle(pilot, app)
+        assert app.snapshot.node("api-1").faults == ("netem 120 ms",)
+
+
+@pytest.mark.parametrize("answer", ["y", "n"])
+async def test_stop_and_start_service(lab, answer):
+    app = make_app(lab, settings())
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await select(pilot, app, "api-1")
+        await pilot.press("s", answer)
+        await settle(pilot, app)
+        if answer == "n":
+            assert lab.recorder.ssh == []
+            return
+        assert lab.recorder.ssh == [("api-1", "systemctl stop halab-api")]
+        assert app.snapshot.node("api-1").faults == ("stop-service halab-api",)
+        await pilot.press("s")  # start again: no confirmation
+        await settle(pilot, app)
+        assert lab.recorder.ssh[-1] == ("api-1", "systemctl start halab-api")
+        assert app.snapshot.node("api-1").faults == ()
+
+
+async def test_restore_all(lab):
+    app = make_app(lab, settings(confirm_destructive=False))
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await select(pilot, app, "api-1")
+        await pilot.press("k")
+        await settle(pilot, app)
+        await select(pilot, app, "db-1")
+        await pilot.press("p")
+        await settle(pilot, app)
+        assert {n.name for n in app.snapshot.nodes if n.faults} == {"api-1", "db-1"}
+        await pilot.press("u")
+        await settle(pilot, app)
+        assert all(n.state == "running" and not n.faults for n in app.snapshot.nodes)
+        assert "restore all: 2 fault(s) undone" in timeline_text(app)
+
+
+async def test_traffic_start_stop_and_rate(lab):
+    app = make_app(lab, settings())
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await pilot.press("t")
+        await settle(pilot, app)
+        assert app.snapshot.traffic.running
+        await pilot.press("plus", "plus")
+        await settle(pilot, app)
+        await pilot.press("plus")
+        await settle(pilot, app)
+        assert app.snapshot.traffic.rate == 80
+        await pilot.press("minus")
+        await settle(pilot, app)
+        assert app.snapshot.traffic.rate == 70
+        await pilot.press("t")
+        await settle(pilot, app)
+        assert not app.snapshot.traffic.running
+        text = timeline_text(app)
+        assert "traffic started at 50 req/s" in text and "traffic stopped" in text
+
+
+async def test_scenario_none_available(lab):
+    app = make_app(lab, settings())
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await pilot.press("x")
+        await pilot.pause()
+        assert isinstance(app.screen, DashboardScreen)
+
+
+@pytest.mark.parametrize("answer", ["y", "n"])
+async def test_scenario_pick_and_confirm(lab, tmp_path, monkeypatch, answer):
+    (tmp_path / "scenarios").mkdir()
+    (tmp_path / "scenarios" / "api-node-loss.yaml").write_text("steps: []\n")
+    ran: list[Path] = []
+
+    def fake_run(self, path):
+        ran.append(Path(path))
+        raise NotAvailableYet("running scenarios is not available yet (tracked in issue 8)")
+
+    monkeypatch.setattr(LabSession, "run_scenario", fake_run)
+    app = make_app(lab, settings())
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await pilot.press("x")
+        assert isinstance(app.screen, ScenarioScreen)
+        await pilot.press("enter")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press(answer)
+        await settle(pilot, app)
+        if answer == "y":
+            assert [p.stem for p in ran] == ["api-node-loss"]
+            assert "not available yet" in timeline_text(app)
+        else:
+            assert ran == []
+
+
+async def test_help_lists_every_key(lab):
+    from tui.keys import ALL_KEYS
+
+    app = make_app(lab, settings())
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        text = str(app.screen.query_one("#help-keys").render())
+        for spec in ALL_KEYS:
+            assert spec.help in text
+        await pilot.press("escape")
+        assert isinstance(app.screen, DashboardScreen)
+
+
+async def test_keybar_click_acts(lab):
+    app = make_app(lab, settings())
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await app.screen.run_action("help")
+        assert isinstance(app.screen, HelpScreen)
+
+
+async def test_quit_leaves_lab_running(lab):
+    app = make_app(lab, settings())
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await pilot.press("q")
+        await pilot.pause()
+    assert "./lab.py down" in app.exit_note
+    session = lab.box["s"]
+    assert all(n.state == "running" for n in session.snapshot().nodes)
+
+
+async def test_no_lab_then_up(tmp_path, monkeypatch):
+    import libvirt
+
+    conn = libvirt.open("test:///default")
+    box: dict[str, LabSession] = {}
+
+    def factory() -> LabSession:
+        from tui.demo import demo_config
+        from halab.faults import Faults
+        from halab.virt import LabVirt
+
+        cfg = demo_config(name=f"empty{id(conn) % 10000}")
+        virt = LabVirt(cfg, conn)
+        box["s"] = LabSession(cfg, virt=virt, faults=Faults(cfg, virt, state_dir=tmp_path),
+                              clock=lambda: T0)
+        return box["s"]
+
+    def fake_up(self, profile=None, progress_cb=None):
+        assert profile == "ha"
+        steps = [UpProgress("image", "base image cached", 0.1),
+                 UpProgress("terraform", "libvirt_network.lab: created", 2.0, resource="libvirt_network.lab"),
+                 UpProgress("cloud-init", "api-1: finished", 95.0, node="api-1")]
+        for s in steps:
+            progress_cb(s)
+        define_domains(conn, self.cfg)
+        return None
+
+    monkeypatch.setattr(LabSession, "up", fake_up)
+    app = make_app(factory, settings())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        assert isinstance(app.screen, NoLabScreen)
+        await pilot.click("#profile-ha")
+        await pilot.click("#up")
+        await settle(pilot, app)
+        assert isinstance(app.screen, DashboardScreen)
+        assert app.snapshot.exists
+
+
+async def test_no_lab_up_failure_is_shown_in_full(tmp_path):
+    import libvirt
+
+    conn = libvirt.open("test:///default")
+
+    def factory() -> LabSession:
+        from halab.faults import Faults
+        from halab.virt import LabVirt
+        from tui.demo import demo_config
+
+        cfg = demo_config(name=f"empty{id(conn) % 10000}")
+        virt = LabVirt(cfg, conn)
+        return LabSession(cfg, virt=virt, faults=Faults(cfg, virt, state_dir=tmp_path), clock=lambda: T0)
+
+    def failing_up(self, profile=None, progress_cb=None):
+        progress_cb(UpProgress("terraform", "apply started", 1.0))
+        raise NotAvailableYet("terraform apply failed:\nline one of the error\nline two of the error")
+
+    app = make_app(factory, settings())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LabSession, "up", failing_up)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app)
+            await pilot.press("enter")
+            await settle(pilot, app)
+            assert isinstance(app.screen, NoLabScreen)
+            text = str(app.screen.query_one("#up-error").render())
+            assert "line one of the error" in text and "line two of the error" in text
