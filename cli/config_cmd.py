@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import yaml
 
 from cli.common import config_from
 from halab.config import load_config
+from halab.errors import ConfigError
 
 
 def register(sub) -> None:
@@ -36,6 +38,15 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    cfg = load_config(args.file or getattr(args, "config", None))
+    target = args.file or getattr(args, "config", None)
+    try:
+        cfg = load_config(target)
+    except ConfigError as exc:
+        # Bare `file:line: field: message` lines, as compilers print them: editors and grep jump to them.
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        n = len(exc.errors)
+        print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
+        return exc.exit_code
     print(f"{cfg.source}: ok ({len(cfg.nodes())} nodes, profile {cfg.profile})")
     return 0

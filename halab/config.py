@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import ipaddress
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,11 @@ ACCELS = ("auto", "kvm", "tcg")
 NETWORK_MODES = ("nat", "isolated")
 HAPROXY_PRESETS = ("fast", "kolla")
 CONFIG_ENV = "HALAB_CONFIG"
+TOP_KEYS = ("name", "profile", "network", "roles", "image", "accel", "libvirt_uri", "haproxy", "traffic")
+
+_RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+# Network address, .1 gateway, .2-.9 spare, .10 VIP, broadcast: nodes start at .11.
+_RESERVED_ADDRESSES = 12
 
 # libvirt accepts more, but these names also become file names, bridge parts and hostnames.
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
@@ -178,7 +184,7 @@ class LabConfig:
             for i in range(1, spec.count + 1):
                 name = f"{role}-{i}"
                 digest = hashlib.sha256(f"{self.name}/{name}".encode()).digest()
-                mac = "52:54:00:%02x:%02x:%02x" % (digest[0], digest[1], digest[2])
+                mac = f"52:54:00:{digest[0]:02x}:{digest[1]:02x}:{digest[2]:02x}"
                 out.append(Node(name, role, i, str(base + offset), mac, spec.memory_mib, spec.vcpus))
                 offset += 1
         return out
@@ -214,47 +220,98 @@ class _Located:
         self.line = line
 
 
+# A lab.yaml is a few dozen values; anything far larger is a mistake or an alias bomb
+# ("billion laughs"), which would otherwise take minutes to expand.
+MAX_YAML_NODES = 10_000
+_STD_TAGS = {
+    yaml.MappingNode: "tag:yaml.org,2002:map",
+    yaml.SequenceNode: "tag:yaml.org,2002:seq",
+}
+
+
 def _compose(text: str, fname: str) -> Any:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise ConfigError([f"{fname}:{line}: not valid YAML: {exc.problem or exc}"]) from None
+        what = ", ".join(part for part in (exc.context, exc.problem) if part) or str(exc)
+        raise ConfigError([f"{fname}:{line}: not valid YAML: {what}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{fname}:1: not valid YAML: {exc}"]) from None
     except (ValueError, RecursionError) as exc:  # e.g. unusual characters, deeply nested input
         raise ConfigError([f"{fname}:1: not valid YAML: {exc}"]) from None
     if node is None:
         return None
-    return _construct(node, fname)
+    builder = _Builder(fname)
+    try:
+        return builder.build(node, "")
+    except RecursionError:
+        raise ConfigError([f"{fname}:1: not valid YAML: nested too deeply"]) from None
 
 
-def _construct(node: yaml.Node, fname: str) -> _Located:
-    line = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
+class _Builder:
+    """Turns composed YAML nodes into `_Located` values, keeping each value's line.
+
+    Guards against what a plain loader would choke on: recursive aliases (``&a [*a]``), alias
+    bombs (node budget), and tags other than YAML's standard ones (``!!python/object`` …).
+    """
+
+    def __init__(self, fname: str):
+        self.fname = fname
+        self.count = 0
+        self.active: set[int] = set()  # ids of collection nodes on the current path
+        self.constructor = yaml.constructor.SafeConstructor()
+
+    def fail(self, node: yaml.Node, path: str, msg: str) -> ConfigError:
+        where = f"{path}: " if path else ""
+        return ConfigError([f"{self.fname}:{node.start_mark.line + 1}: {where}{msg}"])
+
+    def build(self, node: yaml.Node, path: str) -> _Located:
+        self.count += 1
+        if self.count > MAX_YAML_NODES:
+            raise self.fail(node, path, f"more than {MAX_YAML_NODES} values (alias expansion?); "
+                            "a lab definition is a few dozen")
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.ScalarNode):
+            return _Located(self._scalar(node, path), line)
+        if node.tag != _STD_TAGS.get(type(node)):
+            raise self.fail(node, path, f"unsupported YAML tag {node.tag!r}")
+        if id(node) in self.active:
+            raise self.fail(node, path, "recursive alias: a value cannot contain itself")
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return _Located([self.build(v, f"{path}[{i}]") for i, v in enumerate(node.value)], line)
+            return _Located(self._mapping(node, path), line)
+        finally:
+            self.active.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, path: str) -> dict[str, _Located]:
         out: dict[str, _Located] = {}
         keylines: dict[str, int] = {}
         for knode, vnode in node.value:
+            kline = knode.start_mark.line + 1
             if not isinstance(knode, yaml.ScalarNode):
-                raise ConfigError([f"{fname}:{knode.start_mark.line + 1}: keys must be plain names"])
+                raise self.fail(knode, path or "(top level)", "keys must be plain names")
             key = str(knode.value)
+            where = f"{path}.{key}" if path else key
             if key in out:
-                raise ConfigError(
-                    [f"{fname}:{knode.start_mark.line + 1}: {key}: duplicate key (first at line "
-                     f"{keylines[key]})"]
-                )
-            keylines[key] = knode.start_mark.line + 1
-            out[key] = _construct(vnode, fname)
-            out[key].line = knode.start_mark.line + 1
-        return _Located(out, line)
-    if isinstance(node, yaml.SequenceNode):
-        return _Located([_construct(v, fname) for v in node.value], line)
-    try:
-        value = yaml.SafeLoader(yaml.serialize(node)).get_single_data() if node.tag else node.value
-    except Exception:  # any scalar PyYAML cannot resolve is kept as text and rejected by type checks
-        value = node.value
-    return _Located(value, line)
+                raise self.fail(knode, where, f"duplicate key (first at line {keylines[key]})")
+            keylines[key] = kline
+            out[key] = self.build(vnode, where)
+            out[key].line = kline
+        return out
+
+    def _scalar(self, node: yaml.ScalarNode, path: str) -> Any:
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as exc:
+            raise self.fail(node, path, f"unsupported YAML value: {exc.problem}") from None
+        except (ValueError, OverflowError, TypeError):
+            # Looks like a typed scalar but is not one (e.g. the "date" 2001-13-45): keep the text,
+            # the field's own type check then reports it.
+            return node.value
 
 
 class _Reader:
@@ -351,9 +408,7 @@ def parse_config(text: str, fname: str = "lab.yaml", host_mem_mib: int | None = 
     """Parse and validate lab.yaml text. Raises ConfigError listing every problem."""
     root = _compose(text, fname)
     r = _Reader(fname)
-    top = {} if root is None else r.mapping(
-        root, "", ("name", "profile", "network", "roles", "image", "accel", "libvirt_uri", "haproxy", "traffic")
-    )
+    top = {} if root is None else r.mapping(root, "", TOP_KEYS)
     if r.errors and root is not None and not isinstance(root.value, dict):
         raise ConfigError(r.errors)
 
@@ -387,8 +442,10 @@ def parse_config(text: str, fname: str = "lab.yaml", host_mem_mib: int | None = 
             if v is not None:
                 try:
                     parsed = ipaddress.IPv4Network(v, strict=True)
-                    if not parsed.is_private:
-                        r.err(net["cidr"].line, "network.cidr", f"must be a private range (got {v})")
+                    if not any(parsed.subnet_of(rng) for rng in _RFC1918):
+                        r.err(net["cidr"].line, "network.cidr",
+                              f"must be inside a private range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16), "
+                              f"got {v}")
                     else:
                         cidr = v
                 except ValueError as exc:
@@ -429,16 +486,19 @@ def parse_config(text: str, fname: str = "lab.yaml", host_mem_mib: int | None = 
     image = "builtin"
     if "image" in top:
         v = r.string(top["image"], "image")
-        if v is not None:
-            if v != "builtin":
-                p = Path(v).expanduser()
-                if not p.is_absolute():
-                    p = (Path(fname).resolve().parent / p) if fname.endswith((".yaml", ".yml")) else p
-                if not p.is_file():
-                    r.err(top["image"].line, "image", f"'builtin' or the path of a cloud image; {v!r} "
-                          "does not exist")
-                else:
-                    image = str(p)
+        if v is not None and v != "builtin":
+            p = Path(v).expanduser()
+            if not p.is_absolute():
+                p = (Path(fname).resolve().parent / p) if fname.endswith((".yaml", ".yml")) else p
+            try:
+                exists = p.is_file()
+            except (OSError, ValueError):  # name too long, NUL byte, unreadable parent
+                exists = False
+            if not exists:
+                r.err(top["image"].line, "image", f"'builtin' or the path of a cloud image; {_show(v)} "
+                      "does not exist")
+            else:
+                image = str(p)
 
     accel = "auto"
     if "accel" in top:
@@ -461,11 +521,12 @@ def parse_config(text: str, fname: str = "lab.yaml", host_mem_mib: int | None = 
         total = sum(spec.count for spec in roles.values())
         net = ipaddress.IPv4Network(network.cidr)
         # .1 gateway, .10 VIP, nodes from .11, and the broadcast address.
-        usable = net.num_addresses - 12
+        usable = net.num_addresses - _RESERVED_ADDRESSES
         if usable < total:
+            prefix = 32 - math.ceil(math.log2(total + _RESERVED_ADDRESSES))
             r.err(cidr_line, "network.cidr",
-                  f"{network.cidr} is too small for {total} nodes (room for {max(usable, 0)}); use a /27 "
-                  "or larger")
+                  f"{network.cidr} is too small for {total} nodes (room for {max(usable, 0)}); use a "
+                  f"/{prefix} or larger")
 
     cfg = LabConfig(
         name=name, profile=profile, network=network, roles=roles, image=image, accel=accel,
@@ -476,8 +537,10 @@ def parse_config(text: str, fname: str = "lab.yaml", host_mem_mib: int | None = 
         need = cfg.total_memory_mib()
         if need > mem_limit:
             worst = max(ROLES, key=lambda ro: roles[ro].count * roles[ro].memory_mib)
-            r.err(role_lines.get(f"{worst}.memory_mib", role_lines.get(worst, 1)), f"roles.{worst}.memory_mib",
-                  f"the lab needs {need} MiB of memory but this host has {mem_limit} MiB")
+            line = role_lines.get(f"{worst}.memory_mib", role_lines.get(worst, 1))
+            r.err(line, f"roles.{worst}.memory_mib",
+                  f"the lab needs {need} MiB of memory but this host has {mem_limit} MiB "
+                  f"(largest share: {worst} {roles[worst].count} x {roles[worst].memory_mib} MiB)")
     if r.errors:
         raise ConfigError(r.errors)
     return cfg
