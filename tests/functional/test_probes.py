@@ -135,6 +135,13 @@ def test_http_probes_against_fake_api():
 def test_libvirt_probe_and_probeset_events():
     conn = libvirt.open("test:///default")
     node = CFG.node("api-2")
+    try:  # test:///default state is shared while other modules hold a connection
+        old = conn.lookupByName("lab1-api-2")
+        if old.isActive():
+            old.destroy()
+        old.undefine()
+    except libvirt.libvirtError:
+        pass
     dom = conn.defineXML(f"""<domain type='test'><name>lab1-api-2</name><memory>65536</memory>
 <os><type arch='x86_64'>hvm</type></os><metadata>{ownership_xml("lab1", "api-2", "api")}</metadata>
 </domain>""")
@@ -146,6 +153,7 @@ def test_libvirt_probe_and_probeset_events():
     s = ps.sample_once(ps.probes[0])
     assert s.nodes[node.name] == "shut off"
     assert [e.message for e in tl.events()] == ["api-2 is shut off"]
+    dom.undefine()
     conn.close()
 
 

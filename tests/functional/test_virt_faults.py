@@ -27,9 +27,26 @@ def domain_xml(name: str, meta: str | None, mac: str = "52:54:00:aa:bb:01") -> s
 <model type='virtio'/></interface></devices></domain>"""
 
 
+def _undefine(c, name: str) -> None:
+    try:
+        d = c.lookupByName(name)
+    except libvirt.libvirtError:
+        return
+    if d.isActive():
+        d.destroy()
+    d.undefine()
+
+
+NAMES = [*(CFG.domain_name(n) for n in CFG.nodes()[:3]), "lab1-api-3", "lab1-api-4"]
+
+
 @pytest.fixture
 def conn():
+    # test:///default shares its state while any connection in the process is open (other test
+    # modules may hold one), so clean up before and after.
     c = libvirt.open("test:///default")
+    for name in NAMES:
+        _undefine(c, name)
     for node in CFG.nodes()[:3]:  # haproxy-1, api-1, api-2
         d = c.defineXML(domain_xml(CFG.domain_name(node), ownership_xml(CFG.name, node.name, node.role),
                                    node.mac))
@@ -38,6 +55,8 @@ def conn():
     c.defineXML(domain_xml("lab1-api-3", None)).create()
     c.defineXML(domain_xml("lab1-api-4", ownership_xml("other", "api-4", "api"))).create()
     yield c
+    for name in NAMES:
+        _undefine(c, name)
     c.close()
 
 

@@ -1,0 +1,248 @@
+"""Measurement math on synthetic timelines with known answers, and the orchestrator driving a
+simulated lab on a virtual clock."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+from halab.config import parse_config
+from halab.errors import HalabError, UsageError
+from halab.faults import FaultEvent
+from halab.measure import LabHandles, MeasurePlan, expected_detection, measure_failover, run_measurement
+from halab.timeline import Event, RequestRecord, Timeline
+
+CFG = parse_config("name: lab1\n", "lab.yaml", host_mem_mib=1 << 20)
+HA = parse_config("name: lab1\nprofile: ha\n", "lab.yaml", host_mem_mib=1 << 20)
+KOLLA = parse_config("name: lab1\nhaproxy: {preset: kolla}\n", "lab.yaml", host_mem_mib=1 << 20)
+T0 = 1_000_000.0
+
+
+def fault(at, action, node="api-2"):
+    return Event(at, "fault", f"{action} {node}", node, action, {"action": action})
+
+
+def probe(at, node, old, new, direction, source="haproxy", key=None):
+    return Event(at, "probe", f"HAProxy marked {node} {new}", node, source,
+                 {"key": key or f"haproxy:haproxy-1:api_nodes/{node}", "old": old, "new": new,
+                  "direction": direction})
+
+
+def req(kind, at, ok=True, latency=0.01, node="api-1", error=None):
+    return RequestRecord(kind, at, at, at + latency, ok, None if ok else (error or "http_503"),
+                         200 if ok else 503, (node,) if ok else ())
+
+
+def test_expected_detection_from_config():
+    assert expected_detection(CFG, "api")[0] == pytest.approx(1.25)  # 1000 + 1 x 250 ms
+    assert expected_detection(KOLLA, "api")[0] == pytest.approx(10.0)  # 2000 + 4 x 2000 ms
+    assert expected_detection(HA, "haproxy")[0] == pytest.approx(3 + 156 / 256)
+    assert expected_detection(HA, "db")[0] == 5.0
+    assert expected_detection(CFG, "db")[0] is None
+
+
+def test_known_answers_api_kill():
+    events = [
+        fault(T0 + 10.0, "kill"),
+        probe(T0 + 11.3, "api-2", "UP", "DOWN", "down"),
+        fault(T0 + 20.0, "revive"),
+        probe(T0 + 45.0, "api-2", "DOWN", "UP", "up"),
+    ]
+    reqs = [req("read", T0 + t / 10) for t in range(0, 600)]  # 10 reads/s, all fine, api-1
+    # During the detection gap: two writes and one page failed, one read was slow but fine.
+    reqs += [req("write", T0 + 10.2, ok=False), req("write", T0 + 11.0, ok=False, latency=0.25),
+             req("page", T0 + 10.6, ok=False, error="timeout", latency=2.0),
+             req("read", T0 + 10.5, latency=1.8)]
+    # Before the fault, a failure that must not count.
+    reqs.append(req("write", T0 + 5.0, ok=False))
+    # api-2 serves again after it is UP.
+    reqs.append(req("read", T0 + 45.4, node="api-2"))
+    r = measure_failover(CFG, events, reqs, "kill", "api-2")
+    assert r.detection_s == pytest.approx(1.3)
+    assert r.expected_detection_s == pytest.approx(1.25)
+    assert (r.failed_reads, r.failed_writes, r.failed_pages) == (0, 2, 1)
+    assert r.error_window_s == pytest.approx(12.6 - 10.2)  # page ended at 10.6 + 2.0
+    assert r.max_latency_ms == pytest.approx(2000.0)
+    assert r.recovery_s == pytest.approx(25.41)  # revive 20.0 → served by api-2 at 45.41
+    assert r.errors_by_kind == {"http_503": 2, "timeout": 1}
+    d = r.to_dict()
+    for k in ("detection_s", "expected_detection_s", "failed_reads", "failed_writes", "failed_pages",
+              "error_window_s", "max_latency_ms", "recovery_s"):
+        assert k in d
+    json.dumps(d)
+
+
+def test_detection_ignores_other_nodes_and_sources():
+    events = [fault(T0, "kill"), probe(T0 + 0.2, "api-3", "UP", "DOWN", "down"),
+              Event(T0 + 0.3, "probe", "api-2 is shut off", "api-2", "libvirt",
+                    {"key": "libvirt:api-2", "old": "running", "new": "shut off", "direction": "down"}),
+              probe(T0 + 1.9, "api-2", "UP", "DOWN", "down")]
+    r = measure_failover(CFG, events, [req("read", T0 + 1)], "kill", "api-2")
+    assert r.detection_s == pytest.approx(1.9)
+    assert r.recovery_s is None and r.revive_at is None
+    assert (r.failed_reads, r.error_window_s) == (0, 0.0)
+
+
+def test_no_detection_and_not_recovered_are_reported():
+    events = [fault(T0, "pause"), fault(T0 + 5, "resume")]
+    r = measure_failover(CFG, events, [], "pause", "api-2")
+    assert r.detection_s is None and r.recovery_s is None
+    assert len(r.notes) == 3
+    with pytest.raises(HalabError):
+        measure_failover(CFG, [], [], "kill", "api-2")
+    with pytest.raises(UsageError):
+        measure_failover(CFG, events, [], "kill", "api-9")
+
+
+def test_single_db_detected_by_api_health():
+    events = [fault(T0, "kill", "db-1"),
+              Event(T0 + 0.8, "probe", "api-1 health degraded", "api-1", "health",
+                    {"key": "health:api-1", "old": "ok", "new": "degraded", "direction": "down"}),
+              fault(T0 + 30, "revive", "db-1"),
+              Event(T0 + 50, "probe", "api-1 health ok", "api-1", "health",
+                    {"key": "health:api-1", "old": "degraded", "new": "ok", "direction": "up"})]
+    reqs = [req("read", T0 + 1, ok=False), req("write", T0 + 2, ok=False), req("write", T0 + 51)]
+    r = measure_failover(CFG, events, reqs, "kill", "db-1")
+    assert r.detection_s == pytest.approx(0.8) and r.expected_detection_s is None
+    assert (r.failed_reads, r.failed_writes) == (1, 1)
+    assert r.recovery_s == pytest.approx(21.01)
+
+
+def test_timeline_round_trip(tmp_path):
+    tl = Timeline()
+    seen = []
+    tl.subscribe(seen.append)
+    tl.add_event(fault(T0, "kill"))
+    for i in range(30):
+        tl.add_request(req("read" if i % 3 else "page", T0 + i * 0.1, ok=i != 7))
+    tl.flush()
+    assert [b.second for b in tl.buckets()] == [int(T0), int(T0) + 1, int(T0) + 2]
+    assert tl.buckets()[0].read.errors == 1 and tl.buckets()[0].reads_err == 1
+    assert tl.buckets()[0].share == {"api-1": 1.0}
+    assert any(isinstance(x, Event) for x in seen) and sum(not isinstance(x, Event) for x in seen) == 3
+    path = tmp_path / "t.jsonl"
+    tl.write_jsonl(path)
+    types = [json.loads(line)["type"] for line in path.read_text().splitlines()]
+    assert types.count("request") == 30 and types.count("traffic") == 3 and types.count("event") == 1
+    back = Timeline.read_jsonl(path)
+    assert len(back.requests()) == 30 and back.events()[0].message == "kill api-2"
+    assert [b.to_dict() for b in back.buckets()] == [b.to_dict() for b in tl.buckets()]
+
+
+# ---- the orchestrator on a simulated lab --------------------------------------------------------
+
+
+class SimLab:
+    """api-1..4 behind a simulated HAProxy, on a virtual clock advanced by sleep().
+
+    A killed node keeps receiving its round-robin share until HAProxy marks it DOWN ``detect``
+    seconds later: reads and pages to it are retried elsewhere (slow but fine), writes fail.
+    After revive it boots for ``boot`` seconds, then HAProxy marks it UP."""
+
+    def __init__(self, tl: Timeline, detect: float = 1.25, boot: float = 8.0, rate: float = 50.0):
+        self.now = T0
+        self.tl = tl
+        self.detect, self.boot, self.rate = detect, boot, rate
+        self.dead: set[str] = set()
+        self.failed_writes = 0
+        self.in_rotation = {"api-1", "api-2", "api-3", "api-4"}
+        self.pending: list[tuple[float, Event]] = []
+        self.running = False
+        self.next_req = T0
+        self.kinds = itertools.cycle(["read"] * 7 + ["write"] + ["page"] * 2)
+        self.rr = itertools.cycle(["api-1", "api-2", "api-3", "api-4"])
+
+    # clock
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, dt: float) -> None:
+        end = self.now + dt
+        while self.next_req <= end and self.running:
+            self.now = self.next_req
+            self._fire_events()
+            self._request(self.next_req)
+            self.next_req += 1 / self.rate
+        self.now = end
+        self._fire_events()
+
+    def _fire_events(self) -> None:
+        for due, ev in [p for p in self.pending if p[0] <= self.now]:
+            self.pending.remove((due, ev))
+            self.in_rotation ^= {ev.node}
+            self.tl.add_event(ev)
+
+    def _request(self, at: float) -> None:
+        kind = next(self.kinds)
+        node = next(n for n in self.rr if n in self.in_rotation)
+        if node in self.dead:
+            if kind == "write":
+                self.failed_writes += 1
+                rec = RequestRecord(kind, at, at, at + 1.0, False, "http_503", 503, ())
+            else:
+                alive = next(n for n in self.rr if n in self.in_rotation and n not in self.dead)
+                rec = RequestRecord(kind, at, at, at + 0.3, True, None, 200, (alive,))
+        else:
+            rec = RequestRecord(kind, at, at, at + 0.01, True, None, 200, (node,))
+        self.tl.add_request(rec)
+
+    # traffic
+    def start(self) -> None:
+        self.running = True
+        self.next_req = self.now
+
+    def stop(self) -> None:
+        self.running = False
+
+    def set_rate(self, rate: float) -> None:
+        self.rate = rate
+
+    # faults
+    def apply(self, action: str, node: str) -> FaultEvent:
+        assert action == "kill"
+        self.dead.add(node)
+        self.pending.append((self.now + self.detect, Event(self.now + self.detect, "probe",
+                             f"HAProxy marked {node} DOWN", node, "haproxy",
+                             {"key": f"haproxy:haproxy-1:api_nodes/{node}", "old": "UP", "new": "DOWN",
+                              "direction": "down"})))
+        return FaultEvent("kill", node, self.now)
+
+    def undo(self, action: str, node: str) -> FaultEvent:
+        up_at = self.now + self.boot
+        self.pending.append((up_at, Event(up_at, "probe", f"HAProxy marked {node} UP", node, "haproxy",
+                             {"key": f"haproxy:haproxy-1:api_nodes/{node}", "old": "DOWN", "new": "UP",
+                              "direction": "up"})))
+        self.dead.discard(node)
+        return FaultEvent("revive", node, self.now)
+
+
+@pytest.mark.parametrize(("cfg", "detect"), [(CFG, 1.25), (KOLLA, 9.5)])
+def test_run_measurement_on_simulated_lab(cfg, detect):
+    tl = Timeline(clock=lambda: sim.now)
+    sim = SimLab(tl, detect=detect)
+    lab = LabHandles(cfg, tl, faults=sim, traffic=sim)
+    steps = []
+    r = run_measurement(lab, "kill", "api-2", MeasurePlan(steady_s=3), progress=steps.append,
+                        clock=sim.clock, sleep=sim.sleep)
+    assert r.detection_s == pytest.approx(detect, abs=1e-6)
+    assert r.expected_detection_s == pytest.approx(1.25 if cfg is CFG else 10.0)
+    assert r.failed_reads == 0 and r.failed_pages == 0
+    # Exactly the writes the simulation routed to api-2 before it was marked DOWN.
+    assert r.failed_writes == sim.failed_writes > 0
+    assert r.max_latency_ms == pytest.approx(1000.0)
+    assert r.recovery_s == pytest.approx(8.0, abs=0.2)
+    assert steps[0] == "waiting for steady traffic" and steps[-1] == "waiting for recovery"
+    measure_events = tl.events(kind="measure")
+    assert measure_events and measure_events[0].failover["detection_s"] == round(r.detection_s, 3)
+    assert not sim.running
+
+
+def test_run_measurement_refuses_bad_input():
+    tl = Timeline()
+    lab = LabHandles(CFG, tl, faults=None, traffic=None)
+    with pytest.raises(UsageError, match="api-9"):
+        run_measurement(lab, "kill", "api-9")
+    with pytest.raises(UsageError, match="reboot"):
+        run_measurement(lab, "reboot", "api-2")
