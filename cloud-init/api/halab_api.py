@@ -800,6 +800,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="/etc/halab/api.json")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(threadName)s: %(message)s")
+    # pika logs every connect step at INFO and each lost socket with a traceback; our own one-line
+    # messages say when the DB or the broker goes away and comes back.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
     cfg = load_config(args.config)
     node = cfg["node"]
     stop = threading.Event()

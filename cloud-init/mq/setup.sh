@@ -46,7 +46,7 @@ if [ ! -f /var/lib/halab/mq-initialised ]; then
     touch /var/lib/halab/mq-initialised
 fi
 step "enable and start rabbitmq-server" systemctl enable --now rabbitmq-server.service
-step "wait for rabbitmq" rabbitmqctl -q await_startup --timeout 120
+step "wait for rabbitmq" wait_for 300 rabbitmqctl -q await_startup --timeout 10
 if [ "$SELF" != "$FIRST" ]; then
     step "wait for $FIRST" wait_for 900 first_up
     step "join $FIRST" join_first
