@@ -276,6 +276,9 @@ def run_measurement(
         role = cfg.node(node).role
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+    if not tl.keep_requests:
+        raise UsageError("run_measurement needs a Timeline(keep_requests=True): client impact is "
+                         "computed from each request")
     expected, _basis = expected_detection(cfg, role)
     detect_timeout = plan.detect_timeout_s or (3 * (expected or 5.0) + 10.0)
     say = progress or (lambda _m: None)
