@@ -33,7 +33,8 @@ API_SRC = project_root() / "cloud-init" / "api" / "halab_api.py"
 
 def _require() -> None:
     missing = [what for what, ok in (
-        ("mariadb-server", shutil.which("mariadbd", path="/usr/sbin:/usr/bin") and shutil.which("mariadb-install-db")),
+        ("mariadb-server", shutil.which("mariadbd", path="/usr/sbin:/usr/bin")
+         and shutil.which("mariadb-install-db")),
         ("rabbitmq-server", (RABBIT_BIN / "rabbitmq-server").exists()),
         ("python3-pymysql/python3-pika", Path(PY).exists() and subprocess.run(
             [PY, "-c", "import pymysql, pika"], capture_output=True).returncode == 0),
@@ -211,11 +212,12 @@ def test_heartbeat_fresh(lab):
 def test_mq_loss_is_read_only_then_recovers(lab):
     port, mq = lab["port"], lab["mq"]
     mq.kill()
-    status, _, body = _wait(lambda: (r := _req(port, "GET", "/healthcheck"))[2]["status"] == "degraded" and r,
-                            15, "healthcheck degraded")
+    status, _, _ = _wait(lambda: (r := _req(port, "GET", "/healthcheck"))[2]["status"] == "degraded" and r,
+                         15, "healthcheck degraded")
     assert status == 200
     t0 = time.monotonic()
     status, _, body = _req(port, "POST", "/v2/servers", {"server": {"name": "no-mq"}})
+    assert "serviceUnavailable" in body
     assert status == 503 and time.monotonic() - t0 < 6.0
     assert _req(port, "GET", "/v2/servers")[0] == 200  # reads still served
     mq.start()
