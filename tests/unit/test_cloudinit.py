@@ -231,3 +231,36 @@ def test_network_config_converts_with_cloud_init(seeds, tmp_path):
     assert f"Address={node.ip}/24" in rendered
     assert f"MACAddress={node.mac}" in rendered
     assert "Gateway=10.77.0.1" in rendered
+
+
+def test_keepalived_accepts_config(seeds, tmp_path):
+    exe = shutil.which("keepalived") or shutil.which("keepalived", path="/usr/sbin:/sbin")
+    if not exe:
+        pytest.skip("SKIPPED LOUDLY: keepalived is not installed; keepalived.conf was NOT checked with "
+                    "`keepalived -t` (apt-get install keepalived)")
+    check = tmp_path / "check.sh"
+    check.write_text("#!/bin/sh\nexit 0\n")
+    check.chmod(0o755)
+    for name in ("haproxy-1", "haproxy-2"):
+        text = _files(seeds[("ha", "fast")][name])["/etc/keepalived/keepalived.conf"]["content"]
+        conf = tmp_path / f"{name}.conf"
+        conf.write_text(text.replace("/usr/local/lib/halab/check_haproxy.sh", str(check)))
+        r = subprocess.run([exe, "-t", "-f", str(conf)], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, (name, r.stdout + r.stderr)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_mariadb_accepts_options(seeds, tmp_path, profile):
+    exe = shutil.which("mariadbd") or shutil.which("mariadbd", path="/usr/sbin:/sbin")
+    if not exe:
+        pytest.skip("SKIPPED LOUDLY: mariadbd is not installed; the MariaDB/Galera options were NOT checked "
+                    "(apt-get install mariadb-server)")
+    files = _files(seeds[(profile, "fast")]["db-1"])
+    text = "".join(f["content"] for p, f in files.items() if p.endswith(".cnf"))
+    conf = tmp_path / "my.cnf"
+    conf.write_text(text)
+    # --help --verbose parses every option and fails on an unknown one, without starting the server.
+    r = subprocess.run([exe, f"--defaults-file={conf}", "--help", "--verbose", "--user=root"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "unknown variable" not in r.stderr
