@@ -11,14 +11,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from halab.errors import NotAvailableYet  # noqa: E402
-from halab.session import LabSession, UpProgress  # noqa: E402
-from tui import TuiSettings, make_app  # noqa: E402
-from tui.demo import T0, Recorder, define_domains, demo_session  # noqa: E402
-from tui.screens.dashboard import DashboardScreen  # noqa: E402
-from tui.screens.dialogs import ConfirmScreen, HelpScreen, LatencyScreen, ScenarioScreen  # noqa: E402
-from tui.screens.nolab import NoLabScreen  # noqa: E402
-from tui.widgets.panels import Timeline  # noqa: E402
+from halab.errors import NotAvailableYet
+from halab.session import LabSession, UpProgress
+from tui import TuiSettings, make_app
+from tui.demo import T0, Recorder, define_domains, demo_session
+from tui.screens.dashboard import DashboardScreen
+from tui.screens.dialogs import ConfirmScreen, HelpScreen, LatencyScreen, ScenarioScreen
+from tui.screens.nolab import NoLabScreen
+from tui.widgets.panels import Timeline
 
 SIZE = (100, 30)
 
@@ -348,9 +348,9 @@ async def test_no_lab_then_up(tmp_path, monkeypatch):
     box: dict[str, LabSession] = {}
 
     def factory() -> LabSession:
-        from tui.demo import demo_config
         from halab.faults import Faults
         from halab.virt import LabVirt
+        from tui.demo import demo_config
 
         cfg = demo_config(name=f"empty{id(conn) % 10000}")
         virt = LabVirt(cfg, conn)

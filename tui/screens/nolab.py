@@ -56,6 +56,7 @@ class NoLabScreen(Screen):
                     for p in PROFILE_COUNTS:
                         yield RadioButton(_profile_text(p), value=p == self.profile, id=f"profile-{p}")
                 yield Button("Bring it up", variant="success", id="up")
+            yield Static("", id="up-error")
             with Horizontal(id="nolab-tables"):
                 with Vertical():
                     yield Label("[b]phases[/]")
@@ -67,7 +68,6 @@ class NoLabScreen(Screen):
                     yield DataTable(id="resources", show_cursor=False)
             yield Label("[b]log[/]")
             yield Static("", id="up-log")
-            yield Static("", id="up-error")
         yield KeyBar(UP_KEYS, id="keybar")
 
     def on_mount(self) -> None:

@@ -55,11 +55,11 @@ class RequestsGraph(_SeriesPlot):
             plt.ylim(0, 1)
             return
         for label, attr, color in OK_SERIES:
-            plt.plot(xs, [getattr(p, attr) for p in window], label=label, color=color, marker="braille")
+            plt.plot(xs, [getattr(p, attr) for p in window], label=label, color=color, marker="hd")
         for label, attr, color in ERR_SERIES:
             ys = [getattr(p, attr) for p in window]
             if any(ys):
-                plt.plot(xs, ys, label=label, color=color, marker="braille")
+                plt.plot(xs, ys, label=label, color=color, marker="hd")
         top = max(max(p.reads_ok, p.writes_ok, p.pages_ok, p.reads_err, p.writes_err, p.pages_err)
                   for p in window)
         plt.ylim(0, max(1, top * 1.15))
@@ -73,10 +73,10 @@ class LatencyGraph(_SeriesPlot):
             plt.ylim(0, 1)
             return
         plt.plot([x for x, _ in pts], [p.p50_ms for _, p in pts], label="p50", color="green",
-                 marker="braille")
+                 marker="hd")
         p99 = [(x, p.p99_ms) for x, p in pts if p.p99_ms is not None]
         if p99:
             plt.plot([x for x, _ in p99], [y for _, y in p99], label="p99", color="orange",
-                     marker="braille")
+                     marker="hd")
         top = max([p.p50_ms for _, p in pts] + [y for _, y in p99])
         plt.ylim(0, max(1.0, top * 1.15))

@@ -8,8 +8,10 @@ from halab.session import LabSnapshot
 from tui import format as fmt
 
 ROLE_LABEL = {"haproxy": "HAProxy", "api": "→ API", "db": "→ DB", "mq": "→ MQ"}
-COLUMNS = (("#", "num"), ("tier", "tier"), ("node", "node"), ("libvirt", "state"), ("health", "health"),
-           ("HAProxy", "backend"), ("share", "share"), ("faults", "faults"))
+# Fixed widths: the table never jumps as values change, and fits 80 columns.
+COLUMNS = (("#", "num", 2), ("tier", "tier", 7), ("node", "node", 9), ("libvirt", "state", 8),
+           ("health", "health", 8), ("HAProxy", "backend", 7), ("share", "share", 5),
+           ("faults", "faults", 16))
 
 
 def topology_title(s: LabSnapshot) -> str:
@@ -32,8 +34,8 @@ class Topology(DataTable):
         self._styles: dict[str, str] = {}
 
     def on_mount(self) -> None:
-        for label, key in COLUMNS:
-            self.add_column(label, key=key)
+        for label, key, width in COLUMNS:
+            self.add_column(label, key=key, width=width)
         self._styles = fmt.theme_styles(self.app.theme_variables)
         self.app.theme_changed_signal.subscribe(self, self._theme_changed)
 
@@ -84,7 +86,7 @@ class Topology(DataTable):
             if self._last.get(n.name) == cells:
                 continue
             old = self._last.get(n.name, ("",) * len(cells))
-            for (_label, key), new, prev in zip(COLUMNS, cells, old, strict=True):
+            for (_label, key, _width), new, prev in zip(COLUMNS, cells, old, strict=True):
                 if new != prev:
-                    self.update_cell(n.name, key, fmt.to_rich(new, self._styles), update_width=True)
+                    self.update_cell(n.name, key, fmt.to_rich(new, self._styles))
             self._last[n.name] = cells
