@@ -15,6 +15,8 @@ from tf.gen import tfplugin_pb2 as pb
 from tf.provider import ProviderServicer
 from tf.utils import Diagnostics, read_dynamic_value, to_dynamic_value
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+
 from halab.tfmirror import provider_dir
 
 sys.path.insert(0, str(provider_dir()))
@@ -295,7 +297,7 @@ def _domain_config(h: Harness, pool: dict, lab: str, node: str) -> dict:
 
 
 def test_domain_lifecycle_drift_and_heal(h: Harness, pool: dict) -> None:
-    lab = uniq("lab")
+    lab = uniq("tfplab")
     cfg = _domain_config(h, pool, lab, "api-1")
     state = h.create("libvirt_domain", cfg)
     dom = h.conn.lookupByName(f"{lab}-api-1")
@@ -337,7 +339,7 @@ def test_domain_lifecycle_drift_and_heal(h: Harness, pool: dict) -> None:
 
 
 def test_domain_delete_refuses_other_labs_and_foreign_domains(h: Harness, pool: dict) -> None:
-    lab = uniq("lab")
+    lab = uniq("tfplab")
     state = h.create("libvirt_domain", _domain_config(h, pool, lab, "db-1"))
     errors = h.delete("libvirt_domain", {**state, "lab": "someone-else"})
     assert errors and "refusing to delete" in errors[0] and f"belongs to lab {lab!r}" in errors[0]
@@ -353,7 +355,7 @@ def test_domain_delete_refuses_other_labs_and_foreign_domains(h: Harness, pool: 
 
 
 def test_create_adopts_a_domain_left_by_an_interrupted_apply(h: Harness, pool: dict) -> None:
-    lab = uniq("lab")
+    lab = uniq("tfplab")
     cfg = _domain_config(h, pool, lab, "mq-1")
     first = h.create("libvirt_domain", cfg)  # pretend Terraform never saved this
     plan = h.plan("libvirt_domain", None, cfg)

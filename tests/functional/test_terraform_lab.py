@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from tfdev import DevProvider, sample_tfvars
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
 from halab.terraform import Drift, ResourceComplete, TerraformClient, prepare_workdir
 from halab.tfmirror import ensure_mirror, module_dir

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from python_terraform import IsFlagged, Terraform
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+
 from halab.config import parse_config
 from halab.terraform import (
     ChangeSummary,
@@ -125,7 +127,7 @@ def test_force_flag_is_dropped_in_one_place(tmp_path: Path) -> None:
 
 
 SLOW = """
-import signal, sys, time
+import signal, sys, time  # noqa: E402
 def stop(*_):
     print("got SIGINT, saving state", flush=True)
     sys.exit(1)
