@@ -58,7 +58,9 @@ def lookup_volume(conn: libvirt.virConnect, ident: str) -> libvirt.virStorageVol
 def volume_format(vol: libvirt.virStorageVol) -> str:
     root = ET.fromstring(vol.XMLDesc(0))
     el = root.find("target/format")
-    return (el.get("type") if el is not None else None) or "raw"
+    # After a pool refresh libvirt reports probed formats (e.g. "iso" for a seed); QEMU reads every
+    # non-qcow2 volume halab makes as raw.
+    return "qcow2" if el is not None and el.get("type") == "qcow2" else "raw"
 
 
 def qcow2_virtual_size(path: str) -> int | None:
