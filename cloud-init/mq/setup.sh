@@ -15,7 +15,7 @@ install_cookie() {
     rm -rf /var/lib/rabbitmq/mnesia/"$SELF"*
 }
 first_up() { rabbitmqctl -q -n "$FIRST" await_startup --timeout 5; }
-is_member_of_first() { rabbitmqctl -q cluster_status 2>/dev/null | grep -q "$FIRST"; }
+is_member_of_first() { rabbitmqctl -q cluster_status 2>/dev/null | grep -qw "$FIRST"; }
 join_first() {
     if is_member_of_first; then
         echo "halab: already clustered with $FIRST"
@@ -25,6 +25,12 @@ join_first() {
     rabbitmqctl -q reset
     rabbitmqctl -q join_cluster "$FIRST"
     rabbitmqctl -q start_app
+}
+grow_queues() {
+    # Not fatal: with no quorum queue declared yet there is nothing to grow, and a queue declared
+    # after this node joined gets a replica here anyway (initial group size = cluster size).
+    rabbitmq-queues -q grow "$SELF" all --vhost-pattern '.*' --queue-pattern '.*' \
+        || echo "halab: warning: could not grow quorum queues onto $SELF" >&2
 }
 setup_users() {
     local pw
@@ -51,7 +57,7 @@ if [ "$SELF" != "$FIRST" ]; then
     step "wait for $FIRST" wait_for 900 first_up
     step "join $FIRST" join_first
     # Quorum queues declared while this node was away get a replica here too.
-    step "grow quorum queues onto $SELF" rabbitmq-queues -q grow "$SELF" all --vhost-pattern '.*' --queue-pattern '.*'
+    step "grow quorum queues onto $SELF" grow_queues
 else
     step "users, vhost and permissions" setup_users
 fi

@@ -22,7 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from halab.cloudinit import api_config, node_variables, render_template
+from halab.config import parse_config
 from halab.paths import project_root
+from halab.secrets import LabSecrets
 
 pytestmark = pytest.mark.e2e
 
@@ -158,27 +161,30 @@ def lab(tmp_path_factory):
     api = None
     try:
         db.start()
-        r = db.sql("CREATE DATABASE halab; CREATE USER 'halab'@'%' IDENTIFIED BY 'apipw';"
-                   "GRANT ALL ON halab.* TO 'halab'@'%';")
+        # The database and users exactly as the db nodes create them (cloud-init/db/init.sql).
+        cfg = parse_config("", host_mem_mib=1 << 20)
+        secrets = LabSecrets.generate()
+        init_sql = render_template((project_root() / "cloud-init" / "db" / "init.sql").read_text(),
+                                   node_variables(cfg, cfg.node("db-1"), secrets))
+        r = db.sql(init_sql)
         assert r.returncode == 0, r.stderr
         mq.start()
-        for args in (("add_vhost", "halab"), ("add_user", "halab", "mqpw"),
+        for args in (("add_vhost", "halab"), ("add_user", "halab", secrets.mq_password),
                      ("set_permissions", "-p", "halab", "halab", ".*", ".*", ".*")):
             r = mq.ctl(*args)
             assert r.returncode == 0, r.stdout + r.stderr
         port = _free_port()
-        cfg = {"node": "api-1", "listen": "127.0.0.1", "port": port,
-               "db": {"host": "127.0.0.1", "port": db.port, "user": "halab", "password": "apipw",
-                      "database": "halab"},
-               "mq": {"hosts": ["127.0.0.1"], "port": mq.port, "user": "halab", "password": "mqpw",
-                      "vhost": "halab", "queue": "halab.servers"},
-               "heartbeat_interval_s": 1.0, "service_down_after_s": 5.0}
-        (base / "api.json").write_text(json.dumps(cfg))
+        # The api.json the api nodes get, pointed at the loopback services.
+        api_cfg = api_config(cfg, cfg.node("api-1"), secrets)
+        api_cfg["listen"], api_cfg["port"] = "127.0.0.1", port
+        api_cfg["db"].update(host="127.0.0.1", port=db.port)
+        api_cfg["mq"].update(hosts=["127.0.0.1"], port=mq.port)
+        (base / "api.json").write_text(json.dumps(api_cfg))
         log = open(base / "api.log", "a")  # noqa: SIM115 (kept open for the process)
         api = subprocess.Popen([PY, str(API_SRC), "--config", str(base / "api.json")], stdout=log,
                                stderr=log, start_new_session=True)
         _wait(lambda: _req(port, "GET", "/healthcheck")[0] == 200, 30, "the API to be healthy")
-        yield {"port": port, "db": db, "mq": mq, "base": base}
+        yield {"port": port, "db": db, "mq": mq, "base": base, "secrets": secrets}
     finally:
         _stop(api)
         mq.kill()
@@ -207,6 +213,23 @@ def test_heartbeat_fresh(lab):
     status, _, body = _req(lab["port"], "GET", "/v2/os-services")
     svc = {s["host"]: s for s in body["services"]}
     assert status == 200 and svc["api-1"]["state"] == "up" and svc["api-1"]["age_s"] < 2.0
+
+
+def test_clustercheck_user_reads_status_over_the_socket(lab):
+    """The Galera health endpoint's query, as its USAGE-only user from init.sql (no wsrep here, so
+    the answer is 503 - but a reachable, authenticated 503, not 'MariaDB down')."""
+    s = lab["secrets"]
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import clustercheck as c; "
+        "st = c.read_status(json.loads(sys.argv[2])); print(json.dumps([st, c.verdict(st)]))"
+    )
+    cfg = {"user": s.db_check_user, "password": s.db_check_password, "socket": str(lab["db"].sock)}
+    r = subprocess.run([PY, "-c", code, str(project_root() / "cloud-init" / "db"), json.dumps(cfg)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    status, (http_code, text) = json.loads(r.stdout)
+    assert status is not None and "wsrep_local_state" not in status  # reachable, no Galera here
+    assert http_code == 503 and "not synced" in text
 
 
 def test_mq_loss_is_read_only_then_recovers(lab):
