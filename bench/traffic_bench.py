@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,15 +27,7 @@ sys.path.insert(0, str(ROOT))
 from halab.config import TrafficSettings  # noqa: E402
 from halab.timeline import Timeline, percentile  # noqa: E402
 from halab.traffic import TrafficGenerator  # noqa: E402
-
-SERVER = """
-import sys, time
-sys.path.insert(0, {root!r})
-from tests.support.fake_api import FakeAPI
-with FakeAPI() as api:
-    print(api.port, flush=True)
-    sys.stdin.read()
-"""
+from tests.support.fake_api import fake_api_process  # noqa: E402
 
 
 def run_once(port: int, rate: float, seconds: float, settings: TrafficSettings) -> dict:
@@ -75,15 +66,9 @@ def main() -> int:
     args = ap.parse_args()
     settings = TrafficSettings()
     calls_per_op = settings.read_share + settings.write_share + settings.page_share * settings.page_calls
-    server = subprocess.Popen([sys.executable, "-c", SERVER.format(root=str(ROOT))],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        port = int(server.stdout.readline())
+    with fake_api_process() as port:
         runs = [run_once(port, args.rate, args.seconds, settings),
                 run_once(port, round(args.rate / calls_per_op, 1), args.seconds, settings)]
-    finally:
-        server.stdin.close()
-        server.wait(10)
     print(json.dumps({"host_cpus": os.cpu_count(), "http_calls_per_op": calls_per_op, "runs": runs},
                      indent=2))
     return 0

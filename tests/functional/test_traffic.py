@@ -13,7 +13,7 @@ from halab.config import TrafficSettings
 from halab.errors import UsageError
 from halab.timeline import Timeline, percentile
 from halab.traffic import TrafficGenerator
-from tests.support.fake_api import FakeAPI
+from tests.support.fake_api import FakeAPI, fake_api_process
 
 
 @pytest.fixture
@@ -35,8 +35,9 @@ def run(api_port: int, seconds: float, rate: float, settings: TrafficSettings | 
     return tl, gen
 
 
-def test_keeps_schedule_at_200_per_second(api):
-    tl, gen = run(api.port, 3.0, 200.0)
+def test_keeps_schedule_at_200_per_second():
+    with fake_api_process() as port:
+        tl, gen = run(port, 3.0, 200.0)
     recs = tl.requests()
     assert all(r.ok for r in recs), Counter(r.error for r in recs)
     first, last = min(r.scheduled for r in recs), max(r.scheduled for r in recs)
@@ -47,7 +48,8 @@ def test_keeps_schedule_at_200_per_second(api):
     gaps = [b - a for a, b in itertools.pairwise(slots)]
     assert max(gaps) == pytest.approx(0.005, abs=1e-6)
     lag_p99 = percentile([r.lag_ms for r in recs], 99)
-    assert lag_p99 < 50, f"operations started {lag_p99:.1f} ms late (p99)"
+    # ~4 ms on an idle 2-core host (bench/traffic_bench.py); room for a host busy with other work.
+    assert lag_p99 < 100, f"operations started {lag_p99:.1f} ms late (p99)"
     kinds = Counter(r.kind for r in recs)
     assert kinds["read"] > kinds["page"] > kinds["write"] > 0
     pages = [r for r in recs if r.kind == "page"]
@@ -66,12 +68,13 @@ def test_http_errors_by_kind(api):
     tl, _ = run(api.port, 1.0, 100.0)
     recs = tl.requests()
     writes = [r for r in recs if r.kind == "write"]
-    assert writes and all(not r.ok and r.error == "http_503" and r.status == 503 for r in writes)
-    assert all(r.ok for r in recs if r.kind != "write")
+    assert writes
+    assert Counter(r.error for r in writes) == {"http_503": len(writes)}
+    assert Counter(r.error for r in recs if r.kind != "write") == {None: len(recs) - len(writes)}
     api.fail_methods = ("GET",)
     tl, _ = run(api.port, 1.0, 100.0)
     pages = [r for r in tl.requests() if r.kind == "page"]
-    assert pages and all(not r.ok and r.error == "http_503" for r in pages)
+    assert pages and Counter(r.error for r in pages) == {"http_503": len(pages)}
 
 
 def test_timeouts_are_errors_and_schedule_holds(api):

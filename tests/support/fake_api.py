@@ -4,11 +4,16 @@ benchmark."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 class FakeAPI:
@@ -74,3 +79,28 @@ class FakeAPI:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@contextlib.contextmanager
+def fake_api_process() -> Iterator[int]:
+    """The fake API in its own process (its own GIL): the port. For rate measurements, so the
+    server's threads do not compete with the generator in one interpreter."""
+    root = Path(__file__).resolve().parent.parent.parent
+    code = (f"import sys; sys.path.insert(0, {str(root)!r})\n"
+            "from tests.support.fake_api import FakeAPI\n"
+            "with FakeAPI() as api:\n"
+            "    print(api.port, flush=True)\n"
+            "    sys.stdin.read()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        yield int(proc.stdout.readline())
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
