@@ -62,6 +62,14 @@ else
   say "Python dependencies up to date"
 fi
 
+# Without udev (containers, CI) /dev/kvm stays root-only. libvirt then finds KVM "enabled when
+# probing but not available now" and re-probes QEMU on every domain define (~40 s each). Give it the
+# group and mode Debian's udev rule would. halab still uses KVM only after its own boot probe.
+if [ -c /dev/kvm ] && getent group kvm >/dev/null && [ "$(stat -c %G /dev/kvm)" != kvm ]; then
+  say "giving /dev/kvm group kvm, mode 0660 (what udev does on a normal host)"
+  chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+fi
+
 # Hosts without an init system (containers, CI): start the libvirt daemons ourselves.
 if ! pidof virtlogd >/dev/null 2>&1; then
   say "starting virtlogd"
