@@ -167,10 +167,14 @@ class HalabApp(App[None]):
             result = fn(node, **params) if node is not None else fn(**params)
         except Exception as exc:
             self.post_message(ActionFailed(action, node, _describe(exc)))
+            self._wake.set()
         else:
             self.post_message(ActionDone(result, time.monotonic() - started))
-        finally:
-            self._wake.set()
+            # The effect, on screen now: a snapshot from this thread (it coalesces with the loop's).
+            try:
+                self.post_message(SnapshotReady(self.session.snapshot(), self._ticket))
+            except Exception:
+                self._wake.set()  # the loop will report the failure with its next snapshot
 
     def on_action_done(self, msg: ActionDone) -> None:
         r = msg.result
