@@ -251,6 +251,8 @@ class LabSession:
         self._seq = 0
         self._traffic_rate = float(cfg.traffic.rate)
         self._closed = False
+        self._measuring: tuple[str, str, float] | None = None  # (fault, node, at) being measured
+        self._measured_at = 0.0
         self.scenario_dir = scenario_dir or Path(__file__).resolve().parent.parent / "scenarios"
 
         virt_given = virt is not None
@@ -270,7 +272,8 @@ class LabSession:
         self._traffic_module = traffic is None and _optional("halab.traffic") is not None
         if timeline is None:
             tl_mod = _optional("halab.timeline")
-            timeline = tl_mod.Timeline(keep_requests=False, clock=clock) if tl_mod is not None else None
+            # Request records are kept: the live failover measurement reads them.
+            timeline = tl_mod.Timeline(keep_requests=True, clock=clock) if tl_mod is not None else None
         self.timeline = timeline
         if timeline is not None:
             self._subscribe_timeline(timeline)
@@ -414,7 +417,10 @@ class LabSession:
             values = {n: _get(result, n) for n in names}
             values["fault"] = values.get("fault") or _get(result, "action", default="fault")
             values["node"] = values.get("node") or "?"
-            values["started"] = values.get("started") or _get(result, "at", "t", default=self.clock())
+            values["started"] = values.get("started") or _get(result, "fault_at", "at", "t",
+                                                              default=self.clock())
+            if values.get("complete") is None:
+                values["complete"] = _get(result, "recovery_s") is not None
             result = FailoverView(**{k: v for k, v in values.items() if v is not None})
         with self._lock:
             self._failover = result
@@ -443,6 +449,7 @@ class LabSession:
         self._poll_probes(problems)
         if self.timeline is not None and hasattr(self.timeline, "tick"):
             self.timeline.tick()  # close the seconds that ended (publishes their buckets)
+        self._measure_live(problems)
         with self._lock:
             series = tuple(self._series)
             events = tuple(self._events)
@@ -471,6 +478,29 @@ class LabSession:
             traffic=self._traffic_state(), problems=tuple(problems),
             expected_detection_s=self.expected_detection_s(),
         )
+
+    MEASURE_FOR_S = 300.0  # a fault is measured live for this long, or until it has recovered
+
+    def _measure_live(self, problems: list[str]) -> None:
+        """The last fault done from this session, measured (``halab.measure``) once a second."""
+        m = self._measuring
+        now = self.clock()
+        if m is None or now - self._measured_at < 1.0 or self.timeline is None:
+            return
+        mod = _optional("halab.measure")
+        if mod is None or not hasattr(self.timeline, "requests"):
+            return
+        fault, node, at = m
+        self._measured_at = now
+        try:
+            result = mod.measure_failover(self.cfg, self.timeline.events(),
+                                          self.timeline.requests(since=at - 5.0), fault, node, fault_at=at)
+        except HalabError as exc:
+            problems.append(f"measuring {fault} {node}: {exc}")
+            return
+        self.record_failover(result)
+        if result.recovery_s is not None or now - at > self.MEASURE_FOR_S:
+            self._measuring = None
 
     def _start_probes(self, problems: list[str]) -> None:
         """Once the lab exists: the probe set (HAProxy stats, health, clusters) feeding the
@@ -518,6 +548,9 @@ class LabSession:
     # ---- actions -----------------------------------------------------------------------------
     def _act(self, action: str, node: str, **params: Any) -> ActionResult:
         ev = self.faults.apply(action, node, **params)
+        if action in ("kill", "pause", "netcut", "stop-service", "reboot", "netem"):
+            self._measuring = (action, node, float(_get(ev, "at", default=self.clock())))
+            self._measured_at = 0.0
         return ActionResult(action, node, _get(ev, "message", default=f"{action} {node}"),
                             float(_get(ev, "at", default=self.clock())))
 
