@@ -247,23 +247,29 @@ def parse_os_services(text: str, now: float) -> dict[str, float | None]:
 
 
 def parse_healthcheck(status: int, body: str) -> tuple[str, dict[str, str]]:
-    """("ok" | "degraded" | "down", component -> state). 200 is ok; a JSON body may name components
-    (e.g. {"db": "ok", "mq": "unreachable"}, or booleans)."""
+    """("ok" | "degraded" | "down", component -> "ok" / "down").
+
+    The lab API answers ``{"node", "status": "ok"|"degraded"|"down", "db": {"ok": bool, ...},
+    "mq": {"ok": bool, ...}, "worker": ...}``; its ``status`` wins when present. Otherwise 200 with
+    every named component ok is "ok"."""
     comps: dict[str, str] = {}
     try:
         d = json.loads(body) if body.strip().startswith("{") else {}
     except ValueError:
         d = {}
-    for k, v in (d.get("checks", d) if isinstance(d, dict) else {}).items():
+    if not isinstance(d, dict):
+        d = {}
+    for k, v in d.items():
         if isinstance(v, bool):
             comps[k] = "ok" if v else "down"
-        elif isinstance(v, str) and k not in ("status", "node", "served_by"):
-            comps[k] = v
-        elif isinstance(v, dict) and "ok" in v:
+        elif isinstance(v, dict) and isinstance(v.get("ok"), bool):
             comps[k] = "ok" if v["ok"] else "down"
-    if status == 200 and all(v in ("ok", "up", "OK") for v in comps.values()):
+    declared = d.get("status")
+    if declared in ("ok", "degraded", "down"):
+        return declared, comps
+    if status == 200 and all(v == "ok" for v in comps.values()):
         return "ok", comps
-    return ("degraded" if status < 500 or comps else "down"), comps
+    return ("degraded" if comps and any(v == "ok" for v in comps.values()) else "down"), comps
 
 
 # ---- samples ------------------------------------------------------------------------------------
@@ -494,7 +500,7 @@ class HealthProbe(Probe):
         except (OSError, http.client.HTTPException) as exc:
             return "down", f"no answer: {exc}"
         state, comps = parse_healthcheck(status, body)
-        bad = [f"{k} {v}" for k, v in comps.items() if v not in ("ok", "up", "OK")]
+        bad = [f"{k} {v}" for k, v in comps.items() if v != "ok"]
         return state, ", ".join(bad) or ("" if status == 200 else f"HTTP {status}")
 
     def sample(self) -> ProbeSample:

@@ -114,7 +114,12 @@ def test_os_services_and_healthcheck():
     now = 1795615210.0  # 2026-11-25T14:00:10Z
     ages = parse_os_services(body, now)
     assert ages == {"api-1": pytest.approx(0.5), "api-2": pytest.approx(9.0), "api-3": 0.4}
-    assert parse_healthcheck(200, '{"db": "ok", "mq": "ok"}') == ("ok", {"db": "ok", "mq": "ok"})
+    # The lab API's own shape (cloud-init/api/halab_api.py): its "status" wins.
+    lab_api = ('{"node": "api-1", "status": "degraded", "db": {"ok": true, "error": null, "ms": 0.4}, '
+               '"mq": {"ok": false, "error": "connection refused", "ms": 0.1}, "worker": "reconnecting"}')
+    assert parse_healthcheck(200, lab_api) == ("degraded", {"db": "ok", "mq": "down"})
+    both_ok = '{"db": {"ok": true}, "mq": {"ok": true}}'
+    assert parse_healthcheck(200, both_ok) == ("ok", {"db": "ok", "mq": "ok"})
     assert parse_healthcheck(503, '{"db": false, "mq": true}') == ("degraded", {"db": "down", "mq": "ok"})
     assert parse_healthcheck(502, "")[0] == "down"
 
