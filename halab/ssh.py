@@ -6,6 +6,8 @@ written before the first connection and an unknown or changed key is always refu
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,10 @@ from pathlib import Path
 import paramiko
 
 from halab.errors import HalabError
+
+# paramiko logs every failed handshake with a traceback through logging's last-resort handler;
+# halab reports those failures itself, as SSHUnavailable.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class HostKeyMismatch(HalabError):
@@ -47,6 +53,20 @@ class NodeSSH:
         self.known_hosts = Path(known_hosts)
         self.connect_timeout = connect_timeout
         self._clients: dict[str, paramiko.SSHClient] = {}
+        # Probe threads and fault actions share one NodeSSH: one lock per host guards its client.
+        self._guard = threading.Lock()
+        self._host_locks: dict[str, threading.Lock] = {}
+
+    def _client(self, host: str) -> paramiko.SSHClient:
+        with self._guard:
+            lock = self._host_locks.setdefault(host, threading.Lock())
+        with lock:
+            client = self._clients.get(host)
+            transport = client.get_transport() if client is not None else None
+            if client is None or transport is None or not transport.is_active():
+                client = self._connect(host)
+                self._clients[host] = client
+            return client
 
     def _connect(self, host: str) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
@@ -55,7 +75,7 @@ class NodeSSH:
         try:
             client.connect(
                 host, username="root", key_filename=str(self.key_file), timeout=self.connect_timeout,
-                banner_timeout=self.connect_timeout, auth_timeout=self.connect_timeout,
+                banner_timeout=max(15.0, self.connect_timeout), auth_timeout=max(15.0, self.connect_timeout),
                 allow_agent=False, look_for_keys=False,
             )
         except paramiko.BadHostKeyException as exc:
@@ -77,10 +97,7 @@ class NodeSSH:
     def run(self, host: str, command: str, timeout: float = 30.0) -> CommandResult:
         """Run a command; reuses one connection per host and reconnects once if it went stale."""
         for attempt in (1, 2):
-            client = self._clients.get(host)
-            if client is None or not client.get_transport() or not client.get_transport().is_active():
-                client = self._connect(host)
-                self._clients[host] = client
+            client = self._client(host)
             try:
                 _stdin, stdout, stderr = client.exec_command(command, timeout=timeout)
                 out = stdout.read().decode(errors="replace")
@@ -107,6 +124,8 @@ class NodeSSH:
         raise SSHUnavailable(f"{host} did not accept SSH in time: {last}")
 
     def close(self) -> None:
-        for client in self._clients.values():
+        with self._guard:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        for client in clients:
             client.close()
-        self._clients.clear()
