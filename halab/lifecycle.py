@@ -225,26 +225,52 @@ def wait_ready(cfg: LabConfig, clock: _Clock, deadline_s: float = 900.0) -> dict
                     f"see the console logs in the lab's pool directory and `./lab.py status`"
                 )
             for name, node in list(pending.items()):
+                # Cheap checks only: under TCG `cloud-init status` alone takes seconds of Python start-up.
                 try:
-                    res = ssh.run(node.ip, f"cat {READY_MARKER} 2>/dev/null; "
-                                  "cloud-init status 2>/dev/null | tail -1", timeout=15)
+                    res = ssh.run(node.ip, f"cat {READY_MARKER} 2>/dev/null || {{ echo NOT-READY; "
+                                  "cat /var/lib/halab/failed 2>/dev/null && echo HALAB-FAILED; "
+                                  "cat /run/cloud-init/result.json 2>/dev/null; }", timeout=30)
                 except SSHUnavailable:
                     continue
                 if name not in sshed:
                     sshed.add(name)
                     clock.say(f"{name}: SSH up, host key verified", node=name)
-                if "status: error" in res.stdout:
-                    raise HalabError(f"{name}: cloud-init failed; run `./lab.py ssh {name} cloud-init "
-                                     "status --long` or read /var/log/cloud-init-output.log on it")
-                if "finished=" in res.stdout or "instance-id=" in res.stdout:
+                if not res.stdout.startswith("NOT-READY"):
                     ready[name] = round(time.monotonic() - start, 1)
                     clock.say(f"{name}: cloud-init finished ({ready[name]:.0f}s)", node=name, done=True)
                     del pending[name]
+                    continue
+                if "HALAB-FAILED" in res.stdout:
+                    failed = res.stdout.removeprefix("NOT-READY").split("HALAB-FAILED")[0]
+                    raise HalabError(
+                        f"{name}: role setup failed: {' '.join(failed.split())} (see "
+                        f"/var/log/cloud-init-output.log on {name})"
+                    )
+                errors = _cloud_init_errors(res.stdout.removeprefix("NOT-READY"))
+                if errors:
+                    raise HalabError(
+                        f"{name}: cloud-init finished with errors and the node is not ready: "
+                        f"{'; '.join(errors)[:500]} (see /var/log/cloud-init-output.log on {name}: "
+                        f"ssh -i {ssh.key_file} -o UserKnownHostsFile={ssh.known_hosts} root@{node.ip})"
+                    )
             if pending:
                 time.sleep(2.0)
     finally:
         ssh.close()
     return ready
+
+
+def _cloud_init_errors(result_json: str) -> list[str]:
+    """Errors from cloud-init's /run/cloud-init/result.json (written when its last stage ends)."""
+    text = result_json.strip()
+    if not text:
+        return []
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return []
+    errors = (data.get("v1") or {}).get("errors") or []
+    return [str(e) for e in errors] or ["cloud-init finished but the halab ready marker is missing"]
 
 
 def node_statuses(cfg: LabConfig, check_ssh: bool = True) -> list[NodeStatus]:
