@@ -38,6 +38,7 @@ import logging
 import queue
 import re
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -57,6 +58,7 @@ MQ_HEARTBEAT = 5
 MQ_BLOCKED_TIMEOUT = 5
 MQ_SOCKET_TIMEOUT = 2
 MQ_LOCK_TIMEOUT = 5.0
+MQ_PUBLISH_TIMEOUT = 3.0  # a publish still unconfirmed after this is cut off by the keepalive thread
 
 
 # ---- errors ------------------------------------------------------------------------------------
@@ -342,7 +344,7 @@ class App:
 
     def h_healthcheck(self, qs: dict[str, list[str]], **_: Any) -> Response:
         db = self._probe(self.store.ping)
-        mq = self._probe(self.bus.ping)
+        mq = self._probe(self.bus.check)
         status = "ok" if db["ok"] and mq["ok"] else ("degraded" if db["ok"] else "down")
         strict = qs.get("strict", ["0"])[-1] not in ("0", "", "false")
         code = 200 if (db["ok"] and (mq["ok"] or not strict)) else 503
@@ -510,15 +512,16 @@ class MySQLStore:
                     for stmt in SCHEMA:
                         cur.execute(stmt)
                     self._schema_ready = True
-        except (pymysql.err.MySQLError, OSError) as exc:
-            self.backoff.failed(_short(exc))
-            raise Unavailable("db", _short(exc)) from None
+        except Exception as exc:  # whatever stops us from getting a session: the DB is unavailable
+            self.backoff.failed(_why(exc))
+            raise Unavailable("db", _why(exc)) from None
         self.backoff.succeeded()
         return conn
 
     def _run(self, fn: Callable[[Any], Any]) -> Any:
         import pymysql
 
+        t0 = time.monotonic()
         for _ in range(2):
             try:
                 conn, pooled = self._pool.get_nowait(), True
@@ -531,8 +534,8 @@ class MySQLStore:
                     OSError) as exc:
                 with contextlib.suppress(Exception):
                     conn.close()
-                if pooled:
-                    continue  # a stale pooled connection: try once more on a fresh one
+                if pooled and time.monotonic() - t0 < 1.0:
+                    continue  # a stale pooled connection that failed at once: retry on a fresh one
                 self.backoff.failed(_short(exc))
                 raise Unavailable("db", _short(exc)) from None
             except BaseException:
@@ -603,6 +606,10 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def _why(exc: BaseException) -> str:
+    return _short(exc) if str(exc) else type(exc).__name__
+
+
 # ---- RabbitMQ ----------------------------------------------------------------------------------
 
 
@@ -627,17 +634,49 @@ def _declare(ch: Any, queue_name: str) -> None:
 
 class RabbitBus:
     """One publishing connection shared by request threads (pika is not thread-safe: a lock, taken
-    with a timeout) with publisher confirms, so a 202 means the broker has the message."""
+    with a timeout) with publisher confirms, so a 202 means the broker has the message.
 
-    def __init__(self, mq: dict[str, Any], node: str, backoff: Backoff | None = None):
+    Any failure to connect or publish is an Unavailable: pika raises more than AMQPError (e.g. its
+    connection workflow's AMQPConnectorStackTimeout when a broker accepts TCP but never answers).
+    ``check()`` never blocks: it reports what the last ping/publish saw, so /healthcheck stays fast
+    (HAProxy's check timeout is about a second) even while the broker hangs."""
+
+    STALE_AFTER_S = 3.0
+
+    def __init__(self, mq: dict[str, Any], node: str, backoff: Backoff | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.mq = mq
         self.node = node
         self.queue = mq.get("queue", DEFAULT_QUEUE)
         self.backoff = backoff or Backoff()
+        self.clock = clock
         self._lock = threading.Lock()
         self._conn: Any = None
         self._ch: Any = None
+        self._ok_at: float | None = None
+        self._err_at: float | None = None
+        self._err = "not connected yet"
+        self._inflight: tuple[float, Any] | None = None  # (started, connection) of a running publish
 
+    # health bookkeeping -------------------------------------------------------------------------
+    def _ok(self) -> None:
+        self._ok_at = self.clock()
+
+    def _failed(self, why: str) -> Unavailable:
+        self._err_at, self._err = self.clock(), why
+        return Unavailable("mq", why)
+
+    def check(self) -> None:
+        """Unavailable unless the last contact with the broker succeeded, recently."""
+        now = self.clock()
+        if self._ok_at is None:
+            raise Unavailable("mq", self._err)
+        if self._err_at is not None and self._err_at >= self._ok_at:
+            raise Unavailable("mq", self._err)
+        if now - self._ok_at > self.STALE_AFTER_S:
+            raise Unavailable("mq", f"no successful contact for {now - self._ok_at:.0f}s")
+
+    # connection ---------------------------------------------------------------------------------
     def _close(self) -> None:
         conn, self._conn, self._ch = self._conn, None, None
         if conn is not None:
@@ -651,23 +690,27 @@ class RabbitBus:
             return self._ch
         self._close()
         if not self.backoff.attempt():
-            raise Unavailable("mq", f"reconnecting (last error: {self.backoff.last_error})")
+            raise self._failed(f"reconnecting (last error: {self.backoff.last_error})")
+        conn = None
         try:
             conn = pika.BlockingConnection(_mq_params(self.mq, self.node))
             ch = conn.channel()
             ch.confirm_delivery()
             _declare(ch, self.queue)
-        except (pika.exceptions.AMQPError, OSError) as exc:
-            self.backoff.failed(_short(exc) or type(exc).__name__)
-            raise Unavailable("mq", _short(exc) or type(exc).__name__) from None
+        except Exception as exc:  # any way of not getting a channel means: the broker is unavailable
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            self.backoff.failed(_why(exc))
+            raise self._failed(_why(exc)) from None
         self._conn, self._ch = conn, ch
         self.backoff.succeeded()
         return ch
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        if not self._lock.acquire(timeout=MQ_LOCK_TIMEOUT):
-            raise Unavailable("mq", "publisher busy")
+    def _locked(self, timeout: float = MQ_LOCK_TIMEOUT) -> Iterator[None]:
+        if not self._lock.acquire(timeout=timeout):
+            raise self._failed("publisher busy (a publish is waiting for the broker)")
         try:
             yield
         finally:
@@ -678,34 +721,56 @@ class RabbitBus:
 
         body = json.dumps(message).encode()
         props = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+        t0 = self.clock()
         with self._locked():
             for attempt in range(2):
                 fresh = self._conn is None
                 ch = self._ensure()
+                self._inflight = (self.clock(), self._conn)
                 try:
                     ch.basic_publish(exchange="", routing_key=self.queue, body=body, properties=props,
                                      mandatory=True)
+                    self._ok()
                     return
                 except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
                     raise Unavailable("mq", f"broker refused the message ({type(exc).__name__})") from None
-                except (pika.exceptions.AMQPError, OSError) as exc:
+                except Exception as exc:
                     self._close()
-                    if fresh or attempt:
-                        self.backoff.failed(_short(exc) or type(exc).__name__)
-                        raise Unavailable("mq", _short(exc) or type(exc).__name__) from None
+                    # A stale connection that failed at once is retried on a fresh one; a publish
+                    # that already waited (broker hung until the heartbeat gave up) is not.
+                    if fresh or attempt or self.clock() - t0 > 1.0:
+                        self.backoff.failed(_why(exc))
+                        raise self._failed(_why(exc)) from None
+                finally:
+                    self._inflight = None
+
+    def _cut_overdue_publish(self) -> None:
+        """A publish waiting for its confirm longer than MQ_PUBLISH_TIMEOUT (broker hung, or a
+        quorum queue without a majority) would otherwise wait until pika's heartbeat check gives up
+        (10-20 s). Shutting the socket down, the one thing safe from another thread, makes the
+        waiting publish fail at once; the next request reconnects."""
+        inflight = self._inflight
+        if inflight is None or self.clock() - inflight[0] <= MQ_PUBLISH_TIMEOUT:
+            return
+        sock = getattr(getattr(getattr(inflight[1], "_impl", None), "_transport", None), "_sock", None)
+        if sock is not None:
+            LOG.warning("publish unconfirmed for %.0fs: dropping the broker connection", MQ_PUBLISH_TIMEOUT)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def ping(self) -> None:
-        """Services the connection's heartbeats and proves the broker link is alive."""
-        import pika
-
-        with self._locked():
+        """Services the publishing connection's heartbeats (called every second by the heartbeat
+        thread) and records whether the broker answers."""
+        self._cut_overdue_publish()
+        with self._locked(timeout=1.0):
             self._ensure()
             try:
                 self._conn.process_data_events(time_limit=0)
-            except (pika.exceptions.AMQPError, OSError) as exc:
+            except Exception as exc:
                 self._close()
-                self.backoff.failed(_short(exc) or type(exc).__name__)
-                raise Unavailable("mq", _short(exc) or type(exc).__name__) from None
+                self.backoff.failed(_why(exc))
+                raise self._failed(_why(exc)) from None
+            self._ok()
 
 
 class Worker(threading.Thread):
@@ -754,10 +819,10 @@ class Worker(threading.Thread):
                     else:
                         ch.basic_nack(method.delivery_tag, requeue=True)
                         self.stop_event.wait(0.2)  # the DB is down: do not spin on redeliveries
-            except (pika.exceptions.AMQPError, OSError) as exc:
+            except Exception as exc:  # never let the worker thread die: log once, back off, retry
                 if self.consuming or self.backoff.failures == 0:
-                    LOG.warning("worker lost the queue: %s", _short(exc) or type(exc).__name__)
-                self.backoff.failed(_short(exc) or type(exc).__name__)
+                    LOG.warning("worker lost the queue: %s", _why(exc))
+                self.backoff.failed(_why(exc))
             finally:
                 self.consuming = False
                 if conn is not None:
@@ -765,21 +830,22 @@ class Worker(threading.Thread):
                         conn.close()
 
 
-def heartbeat_loop(store: Any, bus: Any, node: str, interval: float, stop: threading.Event) -> None:
-    """Every `interval`: a heartbeat row, and a ping that keeps the publisher's AMQP link alive."""
-    last_ok = {"db": True, "mq": True}
+def keepalive_loop(what: str, fn: Callable[[], None], interval: float, stop: threading.Event) -> None:
+    """Call ``fn`` every ``interval`` s (the DB heartbeat row; the MQ publisher's ping), logging
+    only changes between reachable and unreachable. One thread each, so a hung DB cannot delay the
+    MQ keepalive (and the other way round)."""
+    ok = True
     while not stop.is_set():
         t0 = time.monotonic()
-        for what, fn in (("db", lambda: store.heartbeat(node)), ("mq", bus.ping)):
-            try:
-                fn()
-                if not last_ok[what]:
-                    LOG.info("%s reachable again", what)
-                last_ok[what] = True
-            except Unavailable as exc:
-                if last_ok[what]:
-                    LOG.warning("%s", exc)
-                last_ok[what] = False
+        try:
+            fn()
+            if not ok:
+                LOG.info("%s reachable again", what)
+            ok = True
+        except Exception as exc:  # the loop must outlive any failure
+            if ok:
+                LOG.warning("%s", exc if isinstance(exc, Unavailable) else f"{what}: {_why(exc)}")
+            ok = False
         stop.wait(max(0.05, interval - (time.monotonic() - t0)))
 
 
@@ -821,8 +887,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     worker.start()
-    threading.Thread(target=heartbeat_loop, name="heartbeat", daemon=True,
-                     args=(store, bus, node, float(cfg.get("heartbeat_interval_s", 1.0)), stop)).start()
+    interval = float(cfg.get("heartbeat_interval_s", 1.0))
+    threading.Thread(target=keepalive_loop, name="heartbeat", daemon=True,
+                     args=("db", lambda: store.heartbeat(node), interval, stop)).start()
+    threading.Thread(target=keepalive_loop, name="mq-keepalive", daemon=True,
+                     args=("mq", bus.ping, 1.0, stop)).start()
     LOG.info("%s serving on %s:%s", node, *server.server_address[:2])
     server.serve_forever(poll_interval=0.5)
     return 0

@@ -249,6 +249,25 @@ def test_mq_loss_is_read_only_then_recovers(lab):
     assert _create_and_wait_active(port, 5.0) < 5.0
 
 
+def test_hung_broker_bounds_writes_and_keeps_healthcheck_fast(lab):
+    """SIGSTOP the broker: TCP stays up, nothing answers (a suspended VM looks the same). A write
+    must give up within a few seconds (not pika's 10-20 s heartbeat check), /healthcheck must stay
+    fast (HAProxy's check timeout is about a second) and say degraded, and all must recover."""
+    port, mq = lab["port"], lab["mq"]
+    os.killpg(mq.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        status, _, body = _req(port, "POST", "/v2/servers", {"server": {"name": "hung"}}, timeout=30)
+        assert status == 503 and time.monotonic() - t0 < 6.0, body
+        t0 = time.monotonic()
+        status, _, body = _req(port, "GET", "/healthcheck", timeout=30)
+        assert status == 200 and body["status"] == "degraded" and time.monotonic() - t0 < 1.0
+    finally:
+        os.killpg(mq.proc.pid, signal.SIGCONT)
+    _wait(lambda: _req(port, "GET", "/healthcheck")[2]["status"] == "ok", 30, "MQ back")
+    assert _create_and_wait_active(port, 10.0) < 10.0
+
+
 def test_db_loss_is_503_fast_then_recovers(lab):
     port, db = lab["port"], lab["db"]
     db.kill()

@@ -101,6 +101,46 @@ def test_backoff_policy():
     assert b.failures == 0 and b.attempt() and b.attempt() and b.last_error is None
 
 
+def test_bus_check_reports_last_contact_without_blocking():
+    clock = Clock()
+    bus = api.RabbitBus({"hosts": ["m1"], "user": "u", "password": "p", "vhost": "v"}, "api-1", clock=clock)
+    with pytest.raises(api.Unavailable, match="not connected yet"):
+        bus.check()
+    bus._ok()
+    bus.check()
+    clock.t += 2.0
+    bus.check()
+    clock.t += 2.0  # no contact for 4 s: the keepalive thread is stuck or the broker hangs
+    with pytest.raises(api.Unavailable, match="no successful contact"):
+        bus.check()
+    bus._ok()
+    bus._failed("Stream connection lost")
+    with pytest.raises(api.Unavailable, match="Stream connection lost"):
+        bus.check()
+    clock.t += 0.5
+    bus._ok()
+    bus.check()
+
+
+def test_keepalive_loop_survives_any_error():
+    calls = []
+    stop = threading.Event()
+
+    def fn():
+        calls.append(1)
+        if len(calls) == 1:
+            raise api.Unavailable("db", "down")
+        if len(calls) == 2:
+            raise RuntimeError("a driver bug")
+        if len(calls) >= 4:
+            stop.set()
+
+    t = threading.Thread(target=api.keepalive_loop, args=("db", fn, 0.01, stop))
+    t.start()
+    t.join(5)
+    assert not t.is_alive() and len(calls) >= 4
+
+
 def test_rotate_hosts_spreads_api_nodes():
     hosts = ["m1", "m2", "m3"]
     firsts = [api.rotate_hosts(hosts, f"api-{i}")[0] for i in range(1, 5)]
@@ -225,7 +265,7 @@ class MemBus:
             raise api.Unavailable("mq", "connection refused")
         self.messages.append(json.dumps(message).encode())
 
-    def ping(self):
+    def check(self):
         if self.down:
             raise api.Unavailable("mq", "connection refused")
 
