@@ -269,14 +269,19 @@ def list_images() -> list[BaseImage]:
 
 
 @contextlib.contextmanager
-def _build_lock(idir: Path) -> Iterator[None]:
+def _build_lock(idir: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Exclusive while building or cleaning up. Without ``on_wait`` a held lock is an error; with
+    it, ``on_wait`` is called once and the caller waits for the other build to finish."""
     with open(idir / ".lock", "a+") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ImageError(
-                f"another image build is running (lock {idir / '.lock'}); wait for it to finish"
-            ) from None
+            if on_wait is None:
+                raise ImageError(
+                    f"another image build is running (lock {idir / '.lock'}); wait for it to finish"
+                ) from None
+            on_wait()
+            fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -561,7 +566,14 @@ def ensure_image(progress: Callable[[ImageEvent], None] | None = None, force: bo
         if img is not None:
             return img
     idir = images_dir()
-    with _build_lock(idir):
+    t0 = time.monotonic()
+
+    def waiting() -> None:
+        if progress:
+            progress(ImageEvent("wait", time.monotonic() - t0,
+                                "another process is building the image; waiting for it"))
+
+    with _build_lock(idir, on_wait=waiting):
         if not force:  # another process may have finished it while we waited
             img = find_image(rhash)
             if img is not None:

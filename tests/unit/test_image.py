@@ -151,6 +151,27 @@ def test_build_lock_is_exclusive():
         pass
 
 
+def test_second_build_waits_for_the_first_and_uses_its_image(monkeypatch):
+    """Two `up`s at once: the second waits on the lock, then finds the image the first built."""
+    import threading
+
+    idir = image.images_dir()
+    events: list[image.ImageEvent] = []
+    result: list[image.BaseImage] = []
+    monkeypatch.setattr(image, "_build_locked", lambda *_a: (_ for _ in ()).throw(AssertionError("built")))
+    with image._build_lock(idir):
+        t = threading.Thread(target=lambda: result.append(image.ensure_image(progress=events.append)))
+        t.start()
+        for _ in range(200):
+            if events:
+                break
+            time.sleep(0.01)
+        assert [e.phase for e in events] == ["wait"]
+        fake_image(image.recipe_hash())  # the other build finishes
+    t.join(10)
+    assert result and result[0].recipe_hash == image.recipe_hash()
+
+
 def test_failed_build_leaves_no_partial_dir(monkeypatch):
     """A build that fails after creating its temp dir removes it; a stale one from a killed build
     is removed first."""
