@@ -268,6 +268,21 @@ def test_hung_broker_bounds_writes_and_keeps_healthcheck_fast(lab):
     assert _create_and_wait_active(port, 10.0) < 10.0
 
 
+def test_hung_database_bounds_requests(lab):
+    """SIGSTOP MariaDB: reads must fail within the driver's timeouts (read 5 s), not hang."""
+    port, db = lab["port"], lab["db"]
+    os.killpg(db.proc.pid, signal.SIGSTOP)
+    try:
+        for _ in range(3):
+            t0 = time.monotonic()
+            status, headers, _ = _req(port, "GET", "/v2/servers", timeout=30)
+            assert status == 503 and headers["X-Served-By"] == "api-1"
+            assert time.monotonic() - t0 < 8.0
+    finally:
+        os.killpg(db.proc.pid, signal.SIGCONT)
+    _wait(lambda: _req(port, "GET", "/v2/servers")[0] == 200, 30, "DB back")
+
+
 def test_db_loss_is_503_fast_then_recovers(lab):
     port, db = lab["port"], lab["db"]
     db.kill()
