@@ -1,7 +1,144 @@
-from cli.common import placeholder
+"""Fault commands, `restore`, `watch` and `measure`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from cli.common import config_from, print_json
+from halab.runtime import open_live_lab
+
+SIMPLE = {
+    "kill": "power-cut a node (libvirt destroy)",
+    "revive": "start a killed node again",
+    "pause": "freeze a node (libvirt suspend)",
+    "resume": "unfreeze a paused node",
+    "reboot": "hard-reset a node",
+    "netcut": "take the node's network link down (no agent in the guest)",
+    "netrestore": "bring the node's network link back up",
+    "stop-service": "stop the node's role service over SSH",
+    "start-service": "start the node's role service over SSH",
+}
 
 
 def register(sub) -> None:
-    for name in ("kill", "revive", "pause", "resume", "reboot", "netcut", "netrestore", "netem",
-                 "stop-service", "start-service", "restore", "watch", "measure"):
-        placeholder(sub, name, f"fault/measure command '{name}'", 6)
+    for name, text in SIMPLE.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("node", help="node name, e.g. api-2")
+        if name.endswith("-service"):
+            p.add_argument("--service", help="service name (default: the role's main service)")
+        p.set_defaults(func=_simple, action=name)
+    p = sub.add_parser("netem", help="add latency/loss on the node's host-side interface (tc netem)")
+    p.add_argument("node")
+    p.add_argument("--delay-ms", type=float, default=200.0)
+    p.add_argument("--jitter-ms", type=float, default=0.0)
+    p.add_argument("--loss-pct", type=float, default=0.0)
+    p.add_argument("--clear", action="store_true", help="remove the netem qdisc")
+    p.set_defaults(func=_netem)
+    p = sub.add_parser("restore", help="undo every active fault of the lab")
+    p.set_defaults(func=_restore)
+    p = sub.add_parser("watch", help="live text view: nodes, traffic, events (Ctrl-C to stop)")
+    p.add_argument("--rate", type=float, help="also send traffic at this many operations/s")
+    p.add_argument("--seconds", type=float, help="stop after this long")
+    p.set_defaults(func=_watch)
+    p = sub.add_parser("measure", help="measure one failover: traffic, steady state, fault, recovery")
+    p.add_argument("--fault", required=True, choices=["kill", "pause", "netcut", "stop-service", "reboot"])
+    p.add_argument("--node", required=True)
+    p.add_argument("--rate", type=float, help="operations/s (default: traffic.rate from lab.yaml)")
+    p.add_argument("--settle", type=float, default=3.0, help="seconds between detection and undo")
+    p.add_argument("--no-revive", action="store_true", help="leave the fault in place")
+    p.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    p.add_argument("--timeline", metavar="FILE", help="write the timeline as JSON Lines")
+    p.set_defaults(func=_measure)
+
+
+def _simple(args: argparse.Namespace) -> int:
+    cfg = config_from(args)
+    cfg.node(args.node)  # clear error for an unknown node before touching anything
+    params = {"service": args.service} if getattr(args, "service", None) else {}
+    with open_live_lab(cfg) as live:
+        ev = live.faults.apply(args.action, args.node, **params)
+    print(ev.message)
+    return 0
+
+
+def _netem(args: argparse.Namespace) -> int:
+    cfg = config_from(args)
+    cfg.node(args.node)
+    with open_live_lab(cfg) as live:
+        if args.clear:
+            ev = live.faults.apply("netem-clear", args.node)
+        else:
+            ev = live.faults.netem(args.node, delay_ms=args.delay_ms, jitter_ms=args.jitter_ms,
+                                   loss_pct=args.loss_pct)
+    print(ev.message)
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    cfg = config_from(args)
+    with open_live_lab(cfg) as live:
+        events, problems = live.faults.restore()
+    for ev in events:
+        print(ev.message)
+    for p in problems:
+        print(f"could not undo: {p}", file=sys.stderr)
+    if not events and not problems:
+        print("no active faults")
+    return 1 if problems else 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    cfg = config_from(args)
+    end = time.monotonic() + args.seconds if args.seconds else None
+    with open_live_lab(cfg) as live:
+        live.timeline.subscribe(lambda item: _print_item(item))
+        live.start_observing(traffic=bool(args.rate))
+        if live.traffic is not None:
+            live.traffic.set_rate(args.rate)
+            live.traffic.start()
+        try:
+            while end is None or time.monotonic() < end:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            print("\nstopped watching; the lab keeps running")
+    return 0
+
+
+def _print_item(item) -> None:
+    from halab.timeline import Event, TrafficBucket
+
+    if isinstance(item, Event):
+        stamp = time.strftime("%H:%M:%S", time.localtime(item.at)) + f".{int(item.at * 1000) % 1000:03d}"
+        print(f"{stamp} {item.kind:<7} {item.message}", flush=True)
+    elif isinstance(item, TrafficBucket):
+        stamp = time.strftime("%H:%M:%S", time.localtime(item.second))
+        shares = " ".join(f"{n}:{c}" for n, c in sorted(item.by_node.items()))
+        print(f"{stamp} traffic reads {item.reads_ok}/{item.reads_ok + item.reads_err} "
+              f"writes {item.writes_ok}/{item.writes_ok + item.writes_err} "
+              f"pages {item.pages_ok}/{item.pages_ok + item.pages_err} "
+              f"p50 {item.p50_ms:.0f}ms p99 {item.p99_ms:.0f}ms  {shares}", flush=True)
+
+
+def _measure(args: argparse.Namespace) -> int:
+    from halab.measure import MeasurePlan, run_measurement
+
+    cfg = config_from(args)
+    cfg.node(args.node)
+    with open_live_lab(cfg) as live:
+        live.start_observing(traffic=True)
+        plan = MeasurePlan(rate=args.rate or cfg.traffic.rate, settle_s=args.settle,
+                           revive=not args.no_revive)
+        result = run_measurement(live.handles(), args.fault, args.node, plan,
+                                 progress=lambda msg: print(f"measure: {msg}", flush=True))
+        if args.timeline:
+            live.timeline.write_jsonl(args.timeline)
+    print(result.summary)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result.to_dict(), fh, indent=2)
+    else:
+        print_json(result.to_dict())
+    return 0

@@ -1,0 +1,92 @@
+"""The live lab's moving parts wired together once: libvirt, faults, SSH, probes, traffic, timeline.
+
+The CLI (`measure`, `watch`, fault commands) and scenarios use this, so every entry point builds the
+same thing with the same credentials and strict host-key checking.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from halab.config import LabConfig
+from halab.faults import Faults
+from halab.lifecycle import LabNotUp, lab_exists
+from halab.measure import LabHandles
+from halab.secrets import load_or_create_keys, load_or_create_secrets
+from halab.ssh import NodeSSH
+from halab.timeline import Timeline
+from halab.virt import LabVirt
+
+
+def ssh_runner(cfg: LabConfig, ssh: NodeSSH) -> Callable[[str, str], tuple[int, str, str]]:
+    """(node, command) -> (rc, stdout, stderr) over the lab's strict-host-key SSH."""
+
+    def run(node: str, command: str) -> tuple[int, str, str]:
+        res = ssh.run(cfg.node(node).ip, command)
+        return res.rc, res.stdout, res.stderr
+
+    return run
+
+
+@dataclass
+class LiveLab:
+    cfg: LabConfig
+    virt: LabVirt
+    ssh: NodeSSH
+    faults: Faults
+    timeline: Timeline
+    traffic: object | None = None
+    probes: object | None = None
+    _ticker: threading.Thread | None = field(default=None, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def handles(self) -> LabHandles:
+        return LabHandles(self.cfg, self.timeline, self.faults, self.traffic, self.probes)
+
+    def start_observing(self, traffic: bool = True) -> None:
+        """Probes and (optionally) the traffic generator feeding the timeline; a ticker closes
+        each second's traffic bucket."""
+        from halab.probes import ProbeSet
+        from halab.traffic import TrafficGenerator
+
+        secrets = load_or_create_secrets(self.cfg)
+        self.probes = ProbeSet.for_lab(
+            self.cfg, self.virt, stats_auth=(secrets.haproxy_stats_user, secrets.haproxy_stats_password),
+            ssh=ssh_runner(self.cfg, self.ssh), timeline=self.timeline)
+        self.probes.start()
+        if traffic:
+            self.traffic = TrafficGenerator.for_lab(self.cfg, self.timeline.add_request)
+        self._ticker = threading.Thread(target=self._tick, name="timeline-ticker", daemon=True)
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.25):
+            self.timeline.tick()
+
+    def close(self) -> None:
+        self._stop.set()
+        for part in (self.traffic, self.probes):
+            if part is not None and getattr(part, "running", True):
+                part.stop()
+        self.timeline.tick()
+        self.ssh.close()
+        self.virt.close()
+
+    def __enter__(self) -> LiveLab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_live_lab(cfg: LabConfig, on_event: Callable | None = None) -> LiveLab:
+    if not lab_exists(cfg):
+        raise LabNotUp(f"lab {cfg.name!r} is not up; run ./lab.py up")
+    keys = load_or_create_keys(cfg)
+    ssh = NodeSSH(keys.client_key_path, keys.known_hosts_path)
+    virt = LabVirt(cfg)
+    timeline = Timeline(keep_requests=True)
+    faults = Faults(cfg, virt, ssh=ssh_runner(cfg, ssh), on_event=on_event or timeline.on_fault)
+    return LiveLab(cfg, virt, ssh, faults, timeline)
