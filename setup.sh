@@ -6,7 +6,7 @@ cd "$(dirname "$0")"
 APT_PACKAGES=(
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc python3-dev
   qemu-system-x86 qemu-utils mmdebstrap dnsmasq-base iproute2 iptables e2fsprogs
-  cloud-init haproxy openssh-client ca-certificates curl
+  cloud-init haproxy keepalived mariadb-server openssh-client ca-certificates curl
 )
 
 say() { printf 'setup: %s\n' "$*"; }
@@ -19,9 +19,19 @@ if ((${#need_apt[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   say "installing Debian packages: ${need_apt[*]}"
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  # policy-rc.d keeps package scripts from starting services on hosts without an init system.
+  # haproxy, keepalived and mariadb are here only to check rendered configs: a policy-rc.d keeps
+  # their package scripts from starting them on the host.
+  policy_added=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    policy_added=1
+  fi
+  rc=0
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    -o Dpkg::Options::=--force-confold "${need_apt[@]}" >/dev/null
+    -o Dpkg::Options::=--force-confold "${need_apt[@]}" >/dev/null || rc=$?
+  [ -n "$policy_added" ] && $SUDO rm -f /usr/sbin/policy-rc.d
+  [ "$rc" -eq 0 ] || { say "ERROR: apt-get install failed (exit $rc)"; exit 1; }
   # cloud-init on the host is only for `cloud-init schema`; never let it run at boot here.
   $SUDO touch /etc/cloud/cloud-init.disabled 2>/dev/null || true
 else
