@@ -82,6 +82,9 @@ DPKG_OPTIONS: tuple[str, ...] = (
     "path-include=/usr/share/doc/*/copyright",
     "path-exclude=/usr/share/locale/*",
 )
+# How the build runs, not what it produces (kept out of the recipe hash): no fsync per file, since
+# the rootfs is copied into a fresh filesystem and synced once at the end.
+BUILD_DPKG_OPTIONS: tuple[str, ...] = ("force-unsafe-io",)
 # cloud-init settings baked into the image: only NoCloud is probed (no 120 s metadata-server
 # timeouts offline), and root may log in with the lab's key (minbase has no sudo).
 CLOUD_CFG = """\
@@ -480,7 +483,7 @@ class _Build:
             "unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
             "mmdebstrap", "--verbose", f"--variant={VARIANT}", "--mode=root", "--format=directory",
             f"--architectures={ARCH}", f"--include={','.join(packages())}",
-            *[f"--dpkgopt={o}" for o in DPKG_OPTIONS],
+            *[f"--dpkgopt={o}" for o in (*DPKG_OPTIONS, *BUILD_DPKG_OPTIONS)],
             *[f"--customize-hook={h}" for h in hooks],
             SUITE, str(self.rootfs), mirror_url,
         ]
