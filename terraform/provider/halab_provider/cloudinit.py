@@ -13,7 +13,7 @@ from tf.iface import CreateContext, DeleteContext, ImportContext, ReadContext, U
 from tf.schema import Attribute, Schema
 from tf.types import String
 
-from halab_provider.common import BaseResource, ProviderError, State, check_prefix, known, reported
+from halab_provider.common import POOL_LOCK, BaseResource, ProviderError, State, check_prefix, known, reported
 from halab_provider.pool import lookup_pool
 from halab_provider.volume import lookup_volume, upload_file
 
@@ -80,7 +80,7 @@ class CloudinitDiskResource(BaseResource):
     def create(self, ctx: CreateContext, planned: State) -> State | None:
         planned = known(planned)
         name, pool_name = planned["name"], planned["pool"]
-        with reported(ctx.diagnostics, f"cannot create cloud-init disk {name!r}"):
+        with POOL_LOCK, reported(ctx.diagnostics, f"cannot create cloud-init disk {name!r}"):
             check_prefix(self.provider, "volume", name)
             pool = lookup_pool(self.conn, pool_name)
             if pool is None:
@@ -141,7 +141,7 @@ class CloudinitDiskResource(BaseResource):
 
     def delete(self, ctx: DeleteContext, current: State) -> None:
         name = current["name"]
-        with reported(ctx.diagnostics, f"cannot delete cloud-init disk {name!r}"):
+        with POOL_LOCK, reported(ctx.diagnostics, f"cannot delete cloud-init disk {name!r}"):
             check_prefix(self.provider, "volume", name)
             vol = lookup_volume(self.conn, current["id"]) if current.get("id") else None
             if vol is None or vol.name() != name:

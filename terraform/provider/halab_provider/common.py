@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import traceback
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -22,6 +23,11 @@ HALAB_NS = "https://halab.dev/xmlns/lab/1"
 
 # libvirt's default handler prints every error to stderr; we report errors as diagnostics.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+# Terraform creates resources concurrently, but a libvirt dir pool refuses createXML/refresh/delete
+# while an upload stream into it runs ("pool has asynchronous jobs running"). Volume work in this
+# provider process is serialised; uploads are seconds, so the cost is small.
+POOL_LOCK = threading.RLock()
 
 NOT_FOUND_CODES = {
     libvirt.VIR_ERR_NO_DOMAIN,

@@ -13,6 +13,7 @@ from tf.types import Bool, String
 from tf.utils import Diagnostics
 
 from halab_provider.common import (
+    POOL_LOCK,
     BaseResource,
     ProviderError,
     State,
@@ -134,7 +135,7 @@ class PoolResource(BaseResource):
 
     def delete(self, ctx: DeleteContext, current: State) -> None:
         name = current["name"]
-        with reported(ctx.diagnostics, f"cannot delete storage pool {name!r}"):
+        with POOL_LOCK, reported(ctx.diagnostics, f"cannot delete storage pool {name!r}"):
             check_prefix(self.provider, "storage pool", name)
             pool = lookup_pool(self.conn, current["id"]) if current.get("id") else None
             if pool is None:

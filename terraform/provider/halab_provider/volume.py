@@ -16,6 +16,7 @@ from tf.types import Number, String
 from tf.utils import Diagnostics
 
 from halab_provider.common import (
+    POOL_LOCK,
     BaseResource,
     ProviderError,
     State,
@@ -179,7 +180,7 @@ class VolumeResource(BaseResource):
         planned = known(planned)
         name, pool_name = planned["name"], planned["pool"]
         fmt = planned.get("format") or "qcow2"
-        with reported(ctx.diagnostics, f"cannot create volume {name!r} in pool {pool_name!r}"):
+        with POOL_LOCK, reported(ctx.diagnostics, f"cannot create volume {name!r} in pool {pool_name!r}"):
             check_prefix(self.provider, "volume", name)
             pool = lookup_pool(self.conn, pool_name)
             if pool is None:
@@ -276,7 +277,7 @@ class VolumeResource(BaseResource):
 
     def delete(self, ctx: DeleteContext, current: State) -> None:
         name = current["name"]
-        with reported(ctx.diagnostics, f"cannot delete volume {name!r}"):
+        with POOL_LOCK, reported(ctx.diagnostics, f"cannot delete volume {name!r}"):
             check_prefix(self.provider, "volume", name)
             vol = lookup_volume(self.conn, current["id"]) if current.get("id") else None
             if vol is None or vol.name() != name:
