@@ -397,6 +397,14 @@ def _show(v: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+# Public names for other YAML formats that want the same file:line errors (scenarios).
+Located = _Located
+LocatedReader = _Reader
+compose_located = _compose
+describe_kind = _kind
+describe_value = _show
+
+
 def host_memory_mib() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
