@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ API_NODES = {"api-1", "api-2", "api-3", "api-4"}
 
 
 def _http(url: str, method: str = "GET", body: dict | None = None, auth: tuple[str, str] | None = None,
-          timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+          timeout: float = 5.0) -> tuple[int, Any, bytes]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None:
@@ -27,7 +28,7 @@ def _http(url: str, method: str = "GET", body: dict | None = None, auth: tuple[s
     if auth:
         req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
     with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return resp.status, dict(resp.headers), resp.read()
+        return resp.status, resp.headers, resp.read()
 
 
 def _virsh(*args: str) -> str:
