@@ -1,6 +1,176 @@
-from cli.common import placeholder
+"""`scenario list|check|run|compare` and `bench`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from cli.common import config_from, print_json
 
 
 def register(sub) -> None:
-    placeholder(sub, "scenario", "run scripted scenarios with reports", 8)
-    placeholder(sub, "bench", "benchmark up, failover and down", 8)
+    p = sub.add_parser("scenario", help="run scripted scenarios with hypotheses and reports",
+                       description="Scripted scenarios: steps that break the lab, hypotheses checked over "
+                       "the whole run, reports as JSON, Markdown and HTML.")
+    ssub = p.add_subparsers(dest="scenario_command", metavar="ACTION", required=True)
+    q = ssub.add_parser("list", help="the built-in scenarios")
+    q.set_defaults(func=_list)
+    q = ssub.add_parser("check", help="validate scenario files (and, with a lab definition, its nodes)")
+    q.add_argument("files", nargs="+", metavar="FILE", help="scenario file or built-in name")
+    q.set_defaults(func=_check)
+    q = ssub.add_parser("run", help="run a scenario unattended; exit 0 only when every hypothesis held")
+    q.add_argument("file", metavar="FILE", help="scenario file or built-in name")
+    q.add_argument("--report", metavar="DIR", help="write JSON, Markdown, HTML and the timeline here")
+    q.set_defaults(func=_run)
+    q = ssub.add_parser("compare", help="run a scenario under several HAProxy presets, side by side")
+    q.add_argument("file", metavar="FILE")
+    q.add_argument("--presets", default="fast,kolla", help="comma-separated, the first is the baseline "
+                   "(default: fast,kolla)")
+    q.add_argument("--report", metavar="DIR")
+    q.set_defaults(func=_compare)
+    p = sub.add_parser("bench", help="benchmark up, failover (kill api-2 under both presets) and down",
+                       description="Brings the lab up, measures kill api-2 under the fast and kolla presets, "
+                       "brings it down; prints JSON. Takes a long time.")
+    p.add_argument("--json", metavar="FILE", help="also write the JSON here")
+    p.add_argument("--keep", action="store_true", help="leave the lab up at the end")
+    p.set_defaults(func=_bench)
+
+
+def _say(msg: str) -> None:
+    print(f"scenario: {msg}", flush=True)
+
+
+def _list(_args: argparse.Namespace) -> int:
+    from halab.errors import ConfigError
+    from halab.scenarios import builtin_scenarios, load_scenario
+
+    for path in builtin_scenarios():
+        try:
+            sc = load_scenario(path)
+        except ConfigError as exc:
+            print(f"{path.stem:<18} INVALID: {exc.errors[0]}")
+            continue
+        prof = ",".join(sc.profiles) or "any"
+        print(f"{sc.name:<18} [{prof}] {sc.description.split('. ')[0].rstrip('.')}.")
+        print(f"{'':<18} {path}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from halab.errors import ConfigError, UsageError
+    from halab.scenarios import load_scenario
+
+    cfg = config_from(args) if getattr(args, "config", None) else None
+    bad = 0
+    for f in args.files:
+        try:
+            sc = load_scenario(f)
+            if cfg is not None and (not sc.profiles or cfg.profile in sc.profiles):
+                sc.check_lab(cfg)
+        except ConfigError as exc:
+            bad += 1
+            for line in exc.errors:
+                print(f"error: {line}", file=sys.stderr)
+            continue
+        except UsageError as exc:
+            bad += 1
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        n = len(sc.all_hypotheses())
+        print(f"{sc.source}: ok ({sc.name}: {len(sc.steps)} steps, {n} hypotheses, profile "
+              f"{','.join(sc.profiles) or 'any'})")
+    return 2 if bad else 0
+
+
+def _print_result(result) -> None:
+    for line in result.summary_lines():
+        print(line)
+    for m in result.measurements:
+        det = f"{m['detection_s']:.2f} s" if m.get("detection_s") is not None else "not seen"
+        exp = f"{m['expected_detection_s']:.2f} s" if m.get("expected_detection_s") is not None else "n/a"
+        print(f"  measured {m['fault']} {m['node']} ({m['preset']}): detection {det} (expected {exp}), "
+              f"failed reads/writes/pages {m['failed_reads']}/{m['failed_writes']}/{m['failed_pages']}, "
+              f"error window {m['error_window_s']:.2f} s")
+
+
+def _report(result, directory: str, live) -> None:
+    from halab.report import write_report
+
+    paths = write_report(result, directory)
+    tl = Path(directory) / f"{result.scenario}.timeline.jsonl"
+    live.timeline.write_jsonl(tl)
+    print(f"report: {paths['html']} ({paths['markdown'].name}, {paths['json'].name}, {tl.name})")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from halab.runtime import open_live_lab, ssh_runner
+    from halab.scenarios import load_scenario, push_haproxy_config, run_loaded
+
+    cfg = config_from(args)
+    sc = load_scenario(args.file)
+    sc.check_lab(cfg)
+    with open_live_lab(cfg) as live:
+        live.start_observing(traffic=True)
+        run = ssh_runner(cfg, live.ssh)
+        result = run_loaded(live.handles(), sc, switch_preset=lambda c: push_haproxy_config(c, run),
+                            progress=_say)
+        if args.report:
+            _report(result, args.report, live)
+    _print_result(result)
+    return 0 if result.passed else 1
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from halab.config import HAPROXY_PRESETS
+    from halab.errors import UsageError
+    from halab.report import comparison, write_compare, write_report
+    from halab.runtime import open_live_lab, ssh_runner
+    from halab.scenarios import load_scenario, push_haproxy_config, run_loaded
+
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    bad = [p for p in presets if p not in HAPROXY_PRESETS]
+    if bad or len(presets) < 2 or len(set(presets)) != len(presets):
+        raise UsageError(f"--presets takes two or more distinct presets of {', '.join(HAPROXY_PRESETS)} "
+                         f"(got {args.presets!r})")
+    cfg = config_from(args)
+    base = load_scenario(args.file)
+    base.check_lab(cfg)
+    results = {}
+    for preset in presets:
+        sc = replace(base, preset=preset)
+        _say(f"--- preset {preset} ---")
+        with open_live_lab(cfg) as live:
+            live.start_observing(traffic=True)
+            run = ssh_runner(cfg, live.ssh)
+            results[preset] = run_loaded(live.handles(), sc, progress=_say,
+                                         switch_preset=lambda c, run=run: push_haproxy_config(c, run))
+            if args.report:
+                write_report(results[preset], args.report, stem=f"{sc.name}-{preset}")
+                live.timeline.write_jsonl(Path(args.report) / f"{sc.name}-{preset}.timeline.jsonl")
+        _print_result(results[preset])
+    cmp = comparison(results)
+    print(f"\n{base.name}: " + ", ".join(
+        f"{p}: detection {row['detection_s'] if row['detection_s'] is not None else 'n/a'} s"
+        for p, row in cmp["rows"].items()))
+    for p in presets[1:]:
+        ratio = cmp["rows"][p][f"detection_ratio_vs_{presets[0]}"]
+        print(f"detection ratio {p}/{presets[0]}: {f'{ratio:g}x' if ratio is not None else 'n/a'}")
+    if args.report:
+        paths = write_compare(cmp, args.report)
+        print(f"report: {paths['html']}")
+    return 0 if all(r.passed for r in results.values()) else 1
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from halab.bench import run_bench
+
+    cfg = config_from(args)
+    data = run_bench(cfg, progress=lambda m: print(f"bench: {m}", file=sys.stderr, flush=True),
+                     keep=args.keep)
+    print_json(data)
+    if args.json:
+        Path(args.json).write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    return 0 if not data.get("problems") else 1
