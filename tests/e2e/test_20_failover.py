@@ -1,0 +1,64 @@
+"""Issue 6 acceptance on the real default lab: kill an API node under traffic and measure what
+HAProxy and the clients saw; kill the database and the broker and see each outage's shape."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+REPORTS = Path(os.environ.get("HALAB_REPORTS", "/tmp/halab-reports"))
+
+
+def _measure(lab, tmp_path, fault: str, node: str, *extra: str) -> dict:
+    out = tmp_path / f"{fault}-{node}.json"
+    timeline = tmp_path / f"{fault}-{node}.jsonl"
+    lab.run("measure", "--fault", fault, "--node", node, "--rate", "50", "--json", str(out),
+            "--timeline", str(timeline), *extra, timeout=1200)
+    result = json.loads(out.read_text())
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    (REPORTS / out.name).write_text(json.dumps(result, indent=2))
+    result["_timeline"] = [json.loads(line) for line in timeline.read_text().splitlines() if line]
+    shown = {k: v for k, v in result.items() if not k.startswith("_")}
+    print(f"MEASURE {fault} {node}: {json.dumps(shown)}")
+    return result
+
+
+def _health_up_after(timeline: list[dict], node: str, after: float) -> float | None:
+    """When the node's own /healthcheck answered again (its boot time, independent of HAProxy)."""
+    for item in timeline:
+        data = item.get("data") or {}
+        is_health = item.get("type") == "event" and item.get("source") == "health"
+        if is_health and item.get("node") == node and data.get("direction") == "up" and item["at"] >= after:
+            return item["at"]
+    return None
+
+
+def test_kill_api_node_fast_preset(lab, tmp_path):
+    r = _measure(lab, tmp_path, "kill", "api-2")
+    assert r["detection_s"] is not None and r["detection_s"] <= 2.0, r["detection_event"]
+    assert r["failed_reads"] == 0
+    assert r["failed_pages"] == 0
+    assert r["total_reads"] > 0 and r["total_pages"] > 0
+    assert r["recovery_s"] is not None
+    booted = _health_up_after(r["_timeline"], "api-2", r["revive_at"])
+    assert booted is not None, "api-2's own health check never came back"
+    assert r["recovered_at"] - booted <= 3.0, (r["recovered_at"], booted)
+
+
+def test_kill_db_shows_the_outage_and_recovery(lab, tmp_path):
+    r = _measure(lab, tmp_path, "kill", "db-1")
+    assert r["failed_reads"] > 0
+    assert r["failed_writes"] > 0
+    assert r["recovery_s"] is not None
+
+
+def test_kill_mq_keeps_reads_working(lab, tmp_path):
+    r = _measure(lab, tmp_path, "kill", "mq-1")
+    assert r["failed_reads"] == 0
+    assert r["failed_writes"] > 0 or r["errors_by_kind"], r
+    assert r["recovery_s"] is not None
