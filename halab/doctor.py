@@ -230,6 +230,32 @@ def check_accel(cfg: LabConfig, refresh: bool = False, progress: Progress | None
 # ---- all together -----------------------------------------------------------------------------
 
 
+def check_kvm_device_group(device: str = "/dev/kvm") -> Check:
+    """Without udev, /dev/kvm stays root-only; libvirt then decides KVM "is not available now"
+    after probing it as root and re-probes QEMU on every domain define (~30-40 s each)."""
+    import grp
+    import os
+    import stat
+
+    try:
+        st = os.stat(device)
+    except FileNotFoundError:
+        return Check("kvm-device", True, f"{device} absent: libvirt uses TCG only", required=False)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    mode = stat.S_IMODE(st.st_mode)
+    if group == "kvm" and mode & 0o060 == 0o060:
+        return Check("kvm-device", True, f"{device} group kvm, mode {mode:o}", required=False)
+    return Check(
+        "kvm-device", False,
+        f"{device} is group {group}, mode {mode:o}: libvirt re-probes QEMU on every define (slow)",
+        f"chgrp kvm {device} && chmod 0660 {device}   (what udev does; ./setup.sh does it)",
+        required=False,
+    )
+
+
 def run_checks(cfg: LabConfig, refresh: bool = False, progress: Progress | None = None) -> list[Check]:
     """Every check, in a stable order. Independent checks run concurrently so the KVM probe's
     deadline is the only wait."""
@@ -244,6 +270,7 @@ def run_checks(cfg: LabConfig, refresh: bool = False, progress: Progress | None 
         ("disk", check_disk),
         ("memory", lambda: check_memory(cfg)),
         ("accel", lambda: check_accel(cfg, refresh=refresh, progress=progress)),
+        ("kvm-device", check_kvm_device_group),
     ]
     with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="doctor") as pool:
         futures = [(name, pool.submit(job)) for name, job in jobs]
