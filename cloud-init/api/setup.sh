@@ -13,7 +13,8 @@ add_user() {
 step "service user" add_user
 step "config readable by the service" chown root:halab-api /etc/halab/api.json
 step "config mode" chmod 0640 /etc/halab/api.json
-step "reload systemd units" systemctl daemon-reload
-step "enable and start halab-api" systemctl enable --now halab-api.service
+# No daemon-reload: systemd loads the unit file written by cloud-init when it is first started.
+step "enable halab-api" halab_enable halab-api.service
+step "start halab-api" systemctl start --no-block halab-api.service
 step "wait for the API port" wait_for 60 tcp_open 127.0.0.1 {{api_port}}
 halab_ready

@@ -43,6 +43,53 @@ wait_for() {
     done
 }
 
+# halab_enable UNIT... : enable units at boot as `systemctl enable` does (symlinks for WantedBy=,
+# RequiredBy= and Alias= of the unit's [Install] section) without systemctl: for a unit that also
+# ships a SysV script (mariadb, haproxy, keepalived, rabbitmq-server) `systemctl enable` runs
+# systemd-sysv-install (perl update-rc.d), tens of seconds under TCG, and reloads systemd. No
+# daemon-reload is needed: systemd loads a unit file it has not seen when the unit is started.
+HALAB_UNIT_ETC=${HALAB_UNIT_ETC:-/etc/systemd/system}  # overridable for tests
+HALAB_UNIT_LIB=${HALAB_UNIT_LIB:-/lib/systemd/system}
+
+halab_enable() {
+    local unit file key val
+    for unit in "$@"; do
+        file=$(halab_unit_file "$unit") || { echo "halab: no unit file for $unit" >&2; return 1; }
+        while IFS='=' read -r key val; do
+            for val in $val; do
+                case $key in
+                    WantedBy) mkdir -p "$HALAB_UNIT_ETC/$val.wants"
+                              ln -sfn "$file" "$HALAB_UNIT_ETC/$val.wants/$unit" ;;
+                    RequiredBy) mkdir -p "$HALAB_UNIT_ETC/$val.requires"
+                                ln -sfn "$file" "$HALAB_UNIT_ETC/$val.requires/$unit" ;;
+                    Alias) [ "$HALAB_UNIT_ETC/$val" = "$file" ] || ln -sfn "$file" "$HALAB_UNIT_ETC/$val" ;;
+                esac
+            done
+        done < <(sed -n '/^\[Install\]/,/^\[/{s/[[:space:]]*=[[:space:]]*/=/;/^\(WantedBy\|RequiredBy\|Alias\)=/p}' "$file")
+    done
+}
+
+# halab_disable UNIT... : remove the boot symlinks of units (the counterpart of halab_enable).
+halab_disable() {
+    local unit
+    for unit in "$@"; do
+        find "$HALAB_UNIT_ETC" -mindepth 2 -maxdepth 2 -type l -name "$unit" \
+            \( -path '*.wants/*' -o -path '*.requires/*' \) -delete
+        find "$HALAB_UNIT_ETC" -maxdepth 1 -type l -lname "*/$unit" -delete
+    done
+}
+
+halab_unit_file() {
+    local d
+    for d in "$HALAB_UNIT_ETC" "$HALAB_UNIT_LIB"; do
+        if [ -f "$d/$1" ] && [ ! -L "$d/$1" ]; then
+            echo "$d/$1"
+            return 0
+        fi
+    done
+    return 1
+}
+
 # tcp_open HOST PORT : true when something accepts a TCP connection there (1 s timeout).
 tcp_open() {
     timeout 1 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null

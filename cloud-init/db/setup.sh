@@ -10,20 +10,22 @@ wsrep_synced() {
     [ "$(mysql -N -B -e "SHOW GLOBAL STATUS LIKE 'wsrep_local_state'" | cut -f2)" = "4" ]
 }
 
-step "reload systemd units" systemctl daemon-reload
+# No daemon-reload: systemd loads the unit files written by cloud-init when they are first started.
 if [ "{{profile}}" = "ha" ]; then
     # mariadb.service stays disabled: halab-galera decides at each boot whether to join or bootstrap.
-    step "keep mariadb.service out of boot" systemctl disable mariadb.service
-    step "enable halab-galera" systemctl enable halab-galera.service
+    step "keep mariadb.service out of boot" halab_disable mariadb.service
+    step "enable halab-galera" halab_enable halab-galera.service
     step "start galera (join or bootstrap)" systemctl start halab-galera.service
     step "wait until synced" wait_for 600 wsrep_synced
     if [ "{{node_name}}" = "{{first_db}}" ]; then
         step "create database and users" mysql --batch -e "source /etc/halab/db-init.sql"
     fi
-    step "enable and start clustercheck" systemctl enable --now halab-clustercheck.service
+    step "enable clustercheck" halab_enable halab-clustercheck.service
+    step "start clustercheck" systemctl start --no-block halab-clustercheck.service
     step "wait for clustercheck" wait_for 60 tcp_open 127.0.0.1 {{galera_check_port}}
 else
-    step "enable and start mariadb" systemctl enable --now mariadb.service
+    step "enable mariadb" halab_enable mariadb.service
+    step "start mariadb" systemctl start --no-block mariadb.service
     step "wait for mariadb" wait_for 120 mysqladmin --silent ping
     step "create database and users" mysql --batch -e "source /etc/halab/db-init.sql"
 fi

@@ -8,10 +8,16 @@ halab_begin
 
 step "check haproxy.cfg" haproxy -c -q -f /etc/haproxy/haproxy.cfg
 step "own haproxy.cfg" chgrp haproxy /etc/haproxy/haproxy.cfg
-step "enable and start haproxy" systemctl enable --now haproxy.service
+if [ "{{profile}}" = "ha" ]; then
+    step "enable haproxy and keepalived" halab_enable haproxy.service keepalived.service
+    step "start haproxy and keepalived" systemctl start --no-block haproxy.service keepalived.service
+else
+    step "enable haproxy" halab_enable haproxy.service
+    step "start haproxy" systemctl start --no-block haproxy.service
+fi
 step "wait for the API frontend" wait_for 60 tcp_open 127.0.0.1 80
 step "wait for the stats listener" wait_for 60 tcp_open 127.0.0.1 8404
 if [ "{{profile}}" = "ha" ]; then
-    step "enable and start keepalived" systemctl enable --now keepalived.service
+    step "wait for keepalived" wait_for 60 systemctl is-active --quiet keepalived.service
 fi
 halab_ready

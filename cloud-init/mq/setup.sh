@@ -51,7 +51,8 @@ if [ ! -f /var/lib/halab/mq-initialised ]; then
     step "install the Erlang cookie" install_cookie
     touch /var/lib/halab/mq-initialised
 fi
-step "enable and start rabbitmq-server" systemctl enable --now rabbitmq-server.service
+step "enable rabbitmq-server" halab_enable rabbitmq-server.service
+step "start rabbitmq-server" systemctl start --no-block rabbitmq-server.service
 step "wait for rabbitmq" wait_for 300 rabbitmqctl -q await_startup --timeout 10
 if [ "$SELF" != "$FIRST" ]; then
     step "wait for $FIRST" wait_for 900 first_up

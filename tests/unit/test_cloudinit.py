@@ -18,6 +18,7 @@ from halab.cloudinit import (
     render_all,
     render_node,
     role_services,
+    templates_dir,
 )
 from halab.config import parse_config
 from halab.secrets import ensure_lab_credentials
@@ -116,7 +117,11 @@ def test_services_enabled_are_the_roles_own(seeds):
         for node in cfg.nodes():
             setup = _files(by_node[node.name])["/usr/local/lib/halab/setup.sh"]["content"]
             setup = setup.replace('"ha" = "ha"', "true").replace('"default" = "ha"', "false")
-            enabled = set(re.findall(r"systemctl enable (?:--now )?([\w-]+)\.service", setup))
+            enabled = {u for line in re.findall(r"\bhalab_enable ((?:[\w-]+\.service ?)+)", setup)
+                       for u in re.findall(r"([\w-]+)\.service", line)}
+            # `systemctl enable` runs perl update-rc.d for units with SysV scripts: slow under TCG
+            code = "\n".join(line for line in setup.splitlines() if not line.lstrip().startswith("#"))
+            assert "systemctl enable" not in code and "daemon-reload" not in code, node.name
             # the ha branch of a default setup script is dead code: drop what a false branch enables
             if profile == "default":
                 enabled -= {"keepalived", "halab-galera", "halab-clustercheck"}
@@ -264,3 +269,68 @@ def test_mariadb_accepts_options(seeds, tmp_path, profile):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "unknown variable" not in r.stderr
+
+
+# The cloud-init module that acts on each top-level user-data key halab writes.
+_KEY_MODULE = {
+    "hostname": "set_hostname", "preserve_hostname": "set_hostname", "manage_etc_hosts": None,
+    "users": "users-groups", "disable_root": "ssh", "ssh_pwauth": "set-passwords",
+    "ssh_authorized_keys": "ssh", "ssh_deletekeys": "ssh", "ssh_genkeytypes": "ssh", "ssh_keys": "ssh",
+    "growpart": None,  # no partition table on the built-in image: growpart stays out of the image
+    "write_files": "write-files", "runcmd": "runcmd", "final_message": "final-message",
+}
+
+
+def test_image_runs_every_cloud_init_module_the_user_data_needs(seeds):
+    from halab import image
+
+    cfg = yaml.safe_load(image.CLOUD_CFG)
+    modules = {*cfg["cloud_init_modules"], *cfg["cloud_config_modules"], *cfg["cloud_final_modules"]}
+    assert "scripts-user" in modules  # runs what runcmd wrote
+    assert "locale" not in modules  # failed on every boot (no en_US.UTF-8 in minbase)
+    assert cfg["datasource_list"] == ["NoCloud", "None"]
+    for by_node in seeds.values():
+        for seed in by_node.values():
+            for key in _ud(seed):
+                assert key in _KEY_MODULE, f"user-data key {key!r}: which image module handles it?"
+                if _KEY_MODULE[key]:
+                    assert _KEY_MODULE[key] in modules, (key, _KEY_MODULE[key])
+
+
+def test_halab_enable_makes_the_links_systemctl_enable_makes(tmp_path):
+    """halab_enable/halab_disable (common/lib.sh) on a fake unit tree: WantedBy, RequiredBy and
+    Alias links, a unit in /etc wins over /lib, a missing unit is an error."""
+    etc, lib = tmp_path / "etc", tmp_path / "lib"
+    etc.mkdir()
+    lib.mkdir()
+    (lib / "mariadb.service").write_text(
+        "[Unit]\nDescription=x\n[Install]\nWantedBy=multi-user.target\nAlias=mysql.service mysqld.service\n"
+        "[Service]\nExecStart=/bin/true\n")
+    (lib / "haproxy.service").write_text("[Install]\nWantedBy = multi-user.target other.target\n"
+                                         "RequiredBy=x.target\n")
+    (etc / "halab-api.service").write_text("[Service]\nExecStart=/bin/true\n[Install]\n"
+                                           "WantedBy=multi-user.target\n")
+    lib_sh = templates_dir() / "common" / "lib.sh"
+    script = (f"set -Eeuo pipefail\n. {lib_sh}\n"
+              "halab_enable mariadb.service haproxy.service halab-api.service\n"
+              "find \"$HALAB_UNIT_ETC\" -type l -printf '%P -> %l\\n' | sort\n"
+              "echo --\nhalab_disable mariadb.service\n"
+              "find \"$HALAB_UNIT_ETC\" -type l -printf '%P\\n' | sort\n"
+              "echo --\nhalab_enable nosuch.service || echo failed=$?\n")
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                       env={"PATH": "/usr/bin:/bin", "HALAB_UNIT_ETC": str(etc), "HALAB_UNIT_LIB": str(lib)})
+    assert r.returncode == 0, r.stderr
+    enabled, after, missing = r.stdout.split("--\n")
+    assert enabled.splitlines() == [
+        f"multi-user.target.wants/halab-api.service -> {etc}/halab-api.service",
+        f"multi-user.target.wants/haproxy.service -> {lib}/haproxy.service",
+        f"multi-user.target.wants/mariadb.service -> {lib}/mariadb.service",
+        f"mysql.service -> {lib}/mariadb.service",
+        f"mysqld.service -> {lib}/mariadb.service",
+        f"other.target.wants/haproxy.service -> {lib}/haproxy.service",
+        f"x.target.requires/haproxy.service -> {lib}/haproxy.service",
+    ]
+    assert after.splitlines() == ["multi-user.target.wants/halab-api.service",
+                                  "multi-user.target.wants/haproxy.service",
+                                  "other.target.wants/haproxy.service", "x.target.requires/haproxy.service"]
+    assert missing.strip() == "failed=1"
