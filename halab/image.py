@@ -42,7 +42,7 @@ from typing import Any
 from halab.errors import HalabError
 from halab.paths import cache_dir
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: cheaper boot under TCG (small initrd, quiet console, masks, trimmed cloud-init)
 SUITE = "bookworm"
 ARCH = "amd64"
 VARIANT = "minbase"
@@ -87,18 +87,66 @@ DPKG_OPTIONS: tuple[str, ...] = (
 BUILD_DPKG_OPTIONS: tuple[str, ...] = ("force-unsafe-io",)
 # cloud-init settings baked into the image: only NoCloud is probed (no 120 s metadata-server
 # timeouts offline), and root may log in with the lab's key (minbase has no sudo).
-CLOUD_CFG = """\
-# written by halab's image recipe
-datasource_list: [ NoCloud, None ]
-disable_root: false
-"""
+# The module lists replace Debian's (cloud.cfg.d overrides them) with what halab's user-data uses
+# (cloud-init/common/user-data.yaml, halab/cloudinit.py): every other module costs a Python import
+# and often a subprocess under TCG, and `locale` failed on every boot (locale-gen + update-locale).
+# power-state-change stays for the image boot test; the stock-image path keeps its own cloud.cfg.
+CLOUD_INIT_MODULES: tuple[str, ...] = (
+    "write-files", "set_hostname", "update_hostname", "users-groups", "ssh",
+)
+CLOUD_CONFIG_MODULES: tuple[str, ...] = ("set-passwords", "runcmd")
+CLOUD_FINAL_MODULES: tuple[str, ...] = (
+    "scripts-per-once", "scripts-per-boot", "scripts-per-instance", "scripts-user", "final-message",
+    "power-state-change",
+)
+
+
+def _yaml_list(name: str, items: tuple[str, ...]) -> str:
+    return f"{name}:\n" + "".join(f" - {i}\n" for i in items)
+
+
+CLOUD_CFG = (
+    "# written by halab's image recipe\n"
+    "datasource_list: [ NoCloud, None ]\n"
+    "disable_root: false\n"
+    + _yaml_list("cloud_init_modules", CLOUD_INIT_MODULES)
+    + _yaml_list("cloud_config_modules", CLOUD_CONFIG_MODULES)
+    + _yaml_list("cloud_final_modules", CLOUD_FINAL_MODULES)
+)
+# A small initrd: only what finds the root filesystem on a virtio disk (ext4, jbd2 and crc32c are
+# built into Debian's cloud kernel; listed anyway so a kernel with them as modules still boots).
+# MODULES=most put ~every storage/network driver in, and udev in the initrd probed them all.
+INITRD_MODULES: tuple[str, ...] = ("virtio_pci", "virtio_blk", "virtio_net", "ext4")
+INITRAMFS_CONF = "# written by halab's image recipe\nMODULES=list\n"
+# Modules the guest must not load: under TCG the emulated CPU advertises SVM, so udev loads kvm and
+# kvm_amd (which then fail or idle); cpufreq drivers and a PC speaker serve nothing in a VM.
+BLACKLISTED_MODULES: tuple[str, ...] = (
+    "kvm", "kvm_amd", "kvm_intel", "powernow_k8", "acpi_cpufreq", "pcspkr", "floppy", "joydev",
+    "serio_raw", "i2c_piix4", "intel_rapl_msr", "intel_rapl_common", "intel_pmc_bxt", "iTCO_wdt",
+)
+MODPROBE_CONF = "# written by halab's image recipe\n" + "".join(
+    f"blacklist {m}\n" for m in BLACKLISTED_MODULES)
+# Units that cost CPU at boot (or later) and serve nothing on a lab node: VT gettys (the serial
+# getty on ttyS0 stays), periodic maintenance (apt, dpkg backups, e2scrub, fstrim).
+MASKED_UNITS: tuple[str, ...] = (
+    *(f"getty@tty{i}.service" for i in range(1, 7)),
+    "getty-static.service",  # starts getty@tty2..6 when logind is missing: fails with them masked
+    "e2scrub_reap.service", "e2scrub_all.timer", "e2scrub_all.service",
+    "apt-daily.timer", "apt-daily.service", "apt-daily-upgrade.timer", "apt-daily-upgrade.service",
+    "dpkg-db-backup.timer", "dpkg-db-backup.service", "fstrim.timer", "fstrim.service",
+    "man-db.timer", "keyboard-setup.service", "console-setup.service", "systemd-timesyncd.service",
+)
 HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 FSTAB = "/dev/vda\t/\text4\tdefaults,errors=remount-ro\t0\t1\n"
 # Modules the initrd must carry to find the root filesystem on a virtio disk.
 REQUIRED_INITRD_MODULES: tuple[str, ...] = ("virtio_pci.ko", "virtio_blk.ko")
+MAX_INITRD_MODULES = 40  # MODULES=list: a few dozen at most (MODULES=most carried hundreds)
 HEADROOM_BYTES = 1536 * 1024 * 1024  # free space inside the guest's root filesystem
 MIN_FREE_BYTES = 4 * 1024 * 1024 * 1024  # rootfs + raw filesystem + qcow2 while building
-KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0 ds=nocloud"
+# quiet/loglevel=3: every console line is emulated serial I/O under TCG; systemd still prints
+# failures and jobs that take long (show_status=auto).
+KERNEL_CMDLINE = ("root=/dev/vda rw console=ttyS0 net.ifnames=0 ds=nocloud "
+                  "quiet loglevel=3 systemd.show_status=auto")
 REQUIRED_TOOLS: tuple[str, ...] = ("mmdebstrap", "mkfs.ext4", "qemu-img", "unshare", "chroot")
 
 DISK_NAME = "disk.qcow2"
@@ -222,6 +270,11 @@ def recipe() -> dict[str, Any]:
         "disabled_services": sorted(DISABLED_SERVICES),
         "dpkg_options": list(DPKG_OPTIONS),
         "cloud_cfg": CLOUD_CFG,
+        "initramfs_conf": INITRAMFS_CONF,
+        "initrd_modules": list(INITRD_MODULES),
+        "modprobe_conf": MODPROBE_CONF,
+        "masked_units": sorted(MASKED_UNITS),
+        "kernel_cmdline": KERNEL_CMDLINE,
         "fstab": FSTAB,
         "headroom_bytes": HEADROOM_BYTES,
     }
@@ -477,7 +530,14 @@ class _Build:
 
     def mmdebstrap(self, mirror_url: str) -> None:
         self.phase("mmdebstrap", f"debian {SUITE} {VARIANT}, {len(packages())} packages from {mirror_url}")
-        hooks = [f'chroot "$1" systemctl disable --quiet {" ".join(DISABLED_SERVICES)}']
+        overlay = self.write_overlay()
+        hooks = [
+            f'chroot "$1" systemctl disable --quiet {" ".join(DISABLED_SERVICES)}',
+            f"sync-in {overlay} /",
+            f'chroot "$1" systemctl mask --quiet {" ".join(MASKED_UNITS)}',
+            # the kernel's postinst built an initrd with MODULES=most before our config was there
+            'chroot "$1" update-initramfs -u -k all',
+        ]
         argv = [
             # Own mount + PID namespace: if the build is killed, its mounts and processes go too.
             "unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
@@ -488,6 +548,25 @@ class _Build:
             SUITE, str(self.rootfs), mirror_url,
         ]
         self.run(argv, "mmdebstrap", stream=True)
+
+    def write_overlay(self) -> Path:
+        """Files copied into the rootfs inside mmdebstrap (before the initrd is rebuilt)."""
+        overlay = self.tmp / "overlay"
+        files = {
+            "etc/initramfs-tools/conf.d/halab.conf": INITRAMFS_CONF,
+            "etc/initramfs-tools/modules": "# written by halab's image recipe\n"
+                                           + "".join(f"{m}\n" for m in INITRD_MODULES),
+            "etc/modprobe.d/halab-tcg.conf": MODPROBE_CONF,
+            "etc/cloud/cloud.cfg.d/90-halab.cfg": CLOUD_CFG,
+        }
+        for rel, text in files.items():
+            path = overlay / rel
+            path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            path.write_text(text)
+            path.chmod(0o644)
+        for d in [overlay, *(p for p in overlay.rglob("*") if p.is_dir())]:
+            d.chmod(0o755)
+        return overlay
 
     def customize(self) -> None:
         """Files the recipe sets, written after mmdebstrap finished."""
@@ -504,6 +583,11 @@ class _Build:
             resolv.unlink()
         resolv.write_text("")  # never the build host's resolver
         (etc / "cloud" / "cloud.cfg.d" / "90-halab.cfg").write_text(CLOUD_CFG)
+        system = etc / "systemd" / "system"
+        unmasked = [u for u in MASKED_UNITS
+                    if not (system / u).is_symlink() or os.readlink(system / u) != "/dev/null"]
+        if unmasked:
+            raise ImageBuildFailed(f"units not masked in the image: {', '.join(unmasked)}")
         enabled = [s for s in DISABLED_SERVICES
                    if (etc / "systemd" / "system" / "multi-user.target.wants" / f"{s}.service").exists()]
         if enabled:
@@ -525,6 +609,11 @@ class _Build:
         if missing:
             raise ImageBuildFailed(f"initrd {initrd.name} lacks {', '.join(missing)}: the guest could not "
                                    "find its root disk")
+        modules = sorted(n for n in names if n.endswith(".ko"))
+        if len(modules) > MAX_INITRD_MODULES:
+            raise ImageBuildFailed(f"initrd {initrd.name} carries {len(modules)} modules (MODULES=list "
+                                   f"should give at most {MAX_INITRD_MODULES}): the initrd config was "
+                                   "not applied")
         query = self.run(["dpkg-query", f"--admindir={self.rootfs}/var/lib/dpkg", "-W",
                           "-f=${Package}\t${Version}\t${db:Status-Abbrev}\n"], "dpkg-query")
         pkgs = {}
@@ -539,7 +628,8 @@ class _Build:
         shutil.copy2(kernels[0], self.out / KERNEL_NAME)
         shutil.copy2(initrd, self.out / INITRD_NAME)
         return {"kernel_version": kver, "packages": pkgs,
-                "initrd_virtio_modules": sorted(n for n in names if n.startswith("virtio"))}
+                "initrd_virtio_modules": sorted(n for n in names if n.startswith("virtio")),
+                "initrd_modules": modules}
 
     def mkfs(self) -> tuple[int, int]:
         self.phase("mkfs", "ext4 filesystem from the rootfs")
@@ -612,6 +702,7 @@ def _build_locked(progress: Callable[[ImageEvent], None] | None, idir: Path, rha
             "kernel_cmdline": KERNEL_CMDLINE,
             "kernel_version": info["kernel_version"],
             "initrd_virtio_modules": info["initrd_virtio_modules"],
+            "initrd_modules": info["initrd_modules"],
             "sizes": {
                 "rootfs_bytes": rootfs_bytes,
                 "filesystem_bytes": fs_bytes,

@@ -88,7 +88,8 @@ def test_find_image_hit(cache):
     assert img.disk == d / "disk.qcow2" and img.kernel == d / "vmlinuz" and img.initrd == d / "initrd.img"
     assert img.manifest["recipe_hash"] == image.recipe_hash()
     assert img.size_bytes == 30
-    assert img.kernel_cmdline == "root=/dev/vda rw console=ttyS0 net.ifnames=0 ds=nocloud"
+    assert img.kernel_cmdline.startswith("root=/dev/vda rw console=ttyS0 net.ifnames=0 ds=nocloud")
+    assert "quiet" in img.kernel_cmdline.split()
     assert d.parent == cache / "images"
 
 
@@ -244,3 +245,36 @@ def test_image_for_builtin_uses_the_cache():
     fake_image(image.recipe_hash())
     img = image.image_for("builtin")
     assert isinstance(img, image.BaseImage) and img.recipe_hash == image.recipe_hash()
+
+
+# ---- boot cost (recipe 2) --------------------------------------------------------------------
+
+
+def test_recipe_makes_boots_cheap_under_tcg():
+    rec = image.recipe()
+    assert rec["recipe_version"] >= 2
+    cmdline = image.KERNEL_CMDLINE.split()
+    assert {"quiet", "loglevel=3", "systemd.show_status=auto", "console=ttyS0", "root=/dev/vda"} <= set(
+        cmdline)
+    assert "MODULES=list" in rec["initramfs_conf"]
+    assert {"virtio_pci", "virtio_blk", "virtio_net", "ext4"} <= set(rec["initrd_modules"])
+    for mod in ("kvm", "kvm_amd", "kvm_intel", "powernow_k8"):
+        assert f"blacklist {mod}\n" in rec["modprobe_conf"]
+    masked = set(rec["masked_units"])
+    assert "serial-getty@ttyS0.service" not in masked and "ssh.service" not in masked
+    assert {"getty@tty1.service", "getty-static.service", "e2scrub_reap.service", "apt-daily.timer"} <= masked
+    # every recipe input is hashed
+    assert image.recipe_hash({**rec, "masked_units": []}) != image.recipe_hash(rec)
+    assert image.recipe_hash({**rec, "kernel_cmdline": "x"}) != image.recipe_hash(rec)
+
+
+def test_overlay_files_are_what_the_recipe_says(tmp_path):
+    b = image._Build(None, tmp_path, "0" * 16)
+    b.tmp.mkdir()
+    overlay = b.write_overlay()
+    assert (overlay / "etc/initramfs-tools/conf.d/halab.conf").read_text() == image.INITRAMFS_CONF
+    modules = (overlay / "etc/initramfs-tools/modules").read_text().split("\n")
+    assert modules[1:-1] == list(image.INITRD_MODULES)
+    assert (overlay / "etc/modprobe.d/halab-tcg.conf").read_text() == image.MODPROBE_CONF
+    assert (overlay / "etc/cloud/cloud.cfg.d/90-halab.cfg").read_text() == image.CLOUD_CFG
+    assert all(p.stat().st_mode & 0o777 == (0o755 if p.is_dir() else 0o644) for p in overlay.rglob("*"))
