@@ -104,4 +104,8 @@ halab_ready() {
         > "$HALAB_STATE/ready.tmp"
     mv "$HALAB_STATE/ready.tmp" "$HALAB_STATE/ready"
     echo "halab: $HALAB_NODE ready"
+    # halab's boot wait reads this marker and then /run/cloud-init/result.json; if cloud-init's final
+    # stage ended between the two reads it saw "finished, no marker" and failed the node. Nothing runs
+    # after scripts-user now, so keep the final stage open a moment (idle: no CPU).
+    sleep "${HALAB_READY_GRACE:-3}"
 }
