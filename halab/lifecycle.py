@@ -227,9 +227,11 @@ def wait_ready(cfg: LabConfig, clock: _Clock, deadline_s: float = 900.0) -> dict
             for name, node in list(pending.items()):
                 # Cheap checks only: under TCG `cloud-init status` alone takes seconds of Python start-up.
                 try:
-                    res = ssh.run(node.ip, f"cat {READY_MARKER} 2>/dev/null || {{ echo NOT-READY; "
+                    # result.json is read before the marker: cloud-init may finish between the two reads.
+                    res = ssh.run(node.ip, "result=$(cat /run/cloud-init/result.json 2>/dev/null); "
+                                  f"cat {READY_MARKER} 2>/dev/null || {{ echo NOT-READY; "
                                   "cat /var/lib/halab/failed 2>/dev/null && echo HALAB-FAILED; "
-                                  "cat /run/cloud-init/result.json 2>/dev/null; }", timeout=30)
+                                  'echo "$result"; }', timeout=30)
                 except SSHUnavailable:
                     continue
                 if name not in sshed:

@@ -203,7 +203,7 @@ def test_run_checks_order_and_verdict(monkeypatch):
     patch_verdict(monkeypatch, HUNG)
     checks = doctor.run_checks(cfg_of())
     assert [c.name for c in checks] == ["terraform", "libvirt", "qemu-system-x86_64", "qemu-img",
-                                        "mmdebstrap", "disk", "memory", "accel"]
+                                        "mmdebstrap", "disk", "memory", "accel", "kvm-device"]
     assert doctor.all_required_ok(checks)
     assert doctor.chosen_accel(checks) == "tcg"
 
@@ -212,8 +212,9 @@ def test_run_checks_turns_a_broken_check_into_a_failure(monkeypatch):
     fake_checks(monkeypatch)
     patch_verdict(monkeypatch, exc=PermissionError("cache not writable"))
     checks = doctor.run_checks(cfg_of())
-    assert checks[-1].name == "accel" and not checks[-1].ok
-    assert "cache not writable" in checks[-1].detail
+    accel = next(c for c in checks if c.name == "accel")
+    assert not accel.ok
+    assert "cache not writable" in accel.detail
     assert not doctor.all_required_ok(checks)
 
 
@@ -256,8 +257,9 @@ def test_cli_json(monkeypatch, capsys, tmp_path):
     code, out, _ = run_cli(["--json"], monkeypatch, capsys)
     data = json.loads(out)
     assert code == 0 and data["ok"] is True and data["accel"] == "tcg"
-    assert data["checks"][-1] == {"name": "accel", "ok": False, "detail": HUNG.reason,
-                                  "fix": data["checks"][-1]["fix"], "required": False, "value": "tcg"}
+    accel = next(c for c in data["checks"] if c["name"] == "accel")
+    assert accel == {"name": "accel", "ok": False, "detail": HUNG.reason,
+                     "fix": accel["fix"], "required": False, "value": "tcg"}
 
 
 def test_cli_bad_config_is_exit_2(monkeypatch, capsys, tmp_path):
@@ -268,3 +270,15 @@ def test_cli_bad_config_is_exit_2(monkeypatch, capsys, tmp_path):
     monkeypatch.delenv("HALAB_CONFIG", raising=False)
     assert main(["doctor"]) == 2
     assert "lab.yaml:1: accel: must be one of auto, kvm, tcg" in capsys.readouterr().err
+
+
+def test_kvm_device_without_udev_group_is_flagged(tmp_path):
+    from halab.doctor import check_kvm_device_group
+
+    fake = tmp_path / "kvm"
+    fake.write_text("")
+    fake.chmod(0o600)
+    check = check_kvm_device_group(str(fake))
+    assert not check.ok and not check.required
+    assert "chgrp kvm" in check.fix
+    assert check_kvm_device_group(str(tmp_path / "absent")).ok
