@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.failover]
 
 REPORTS = Path(os.environ.get("HALAB_REPORTS", "/tmp/halab-reports"))
 
@@ -17,7 +17,7 @@ REPORTS = Path(os.environ.get("HALAB_REPORTS", "/tmp/halab-reports"))
 def _measure(lab, tmp_path, fault: str, node: str, *extra: str) -> dict:
     out = tmp_path / f"{fault}-{node}.json"
     timeline = tmp_path / f"{fault}-{node}.jsonl"
-    lab.run("measure", "--fault", fault, "--node", node, "--rate", "50", "--json", str(out),
+    lab.run("measure", "--fault", fault, "--node", node, "--rate", "6", "--json", str(out),
             "--timeline", str(timeline), *extra, timeout=1200)
     result = json.loads(out.read_text())
     REPORTS.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.failover]
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORTS = Path(os.environ.get("HALAB_REPORTS", "/tmp/halab-reports"))
