@@ -197,7 +197,8 @@ def prepare(cfg: LabConfig, clock: _Clock, stopped: tuple[str, ...] = ()) -> str
     return accel
 
 
-def _ssh(cfg: LabConfig):
+def lab_ssh(cfg: LabConfig):
+    """SSH to this lab's nodes: the lab's client key, halab's known_hosts, strict checking."""
     from halab.secrets import load_or_create_keys
     from halab.ssh import NodeSSH
 
@@ -211,7 +212,7 @@ def wait_ready(cfg: LabConfig, clock: _Clock, deadline_s: float = 900.0) -> dict
     from halab.cloudinit import READY_MARKER
     from halab.ssh import SSHUnavailable
 
-    ssh = _ssh(cfg)
+    ssh = lab_ssh(cfg)
     start = time.monotonic()
     deadline = start + deadline_s
     pending = {n.name: n for n in cfg.nodes()}
@@ -281,7 +282,7 @@ def node_statuses(cfg: LabConfig, check_ssh: bool = True) -> list[NodeStatus]:
     out: list[NodeStatus] = []
     with LabVirt(cfg) as virt:
         states = {name: str(st) for name, st in virt.states().items()}
-    ssh = _ssh(cfg) if check_ssh else None
+    ssh = lab_ssh(cfg) if check_ssh else None
     try:
         for n in cfg.nodes():
             reachable = None

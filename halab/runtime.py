@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 from halab.config import LabConfig
 from halab.faults import Faults
-from halab.lifecycle import LabNotUp, lab_exists
+from halab.lifecycle import LabNotUp, lab_exists, lab_ssh
 from halab.measure import LabHandles
-from halab.secrets import load_or_create_keys, load_or_create_secrets
+from halab.secrets import load_or_create_secrets
 from halab.ssh import NodeSSH
 from halab.timeline import Timeline
 from halab.virt import LabVirt
@@ -84,8 +84,7 @@ class LiveLab:
 def open_live_lab(cfg: LabConfig, on_event: Callable | None = None) -> LiveLab:
     if not lab_exists(cfg):
         raise LabNotUp(f"lab {cfg.name!r} is not up; run ./lab.py up")
-    keys = load_or_create_keys(cfg)
-    ssh = NodeSSH(keys.client_key_path, keys.known_hosts_path)
+    ssh = lab_ssh(cfg)
     virt = LabVirt(cfg)
     timeline = Timeline(keep_requests=True)
     faults = Faults(cfg, virt, ssh=ssh_runner(cfg, ssh), on_event=on_event or timeline.on_fault)

@@ -282,15 +282,14 @@ class LabSession:
     # ---- wiring to the core ------------------------------------------------------------------
     def _default_ssh(self) -> Callable[[str, str], tuple[int, str, str]]:
         """Guest commands as root with the lab's key and known_hosts (strict host-key checking)."""
-        from halab.paths import lab_state_dir
+        from halab.lifecycle import lab_ssh
         from halab.ssh import NodeSSH
 
         holder: dict[str, NodeSSH] = {}
 
         def run(node: str, command: str) -> tuple[int, str, str]:
             if "c" not in holder:
-                keys = lab_state_dir(self.cfg.name, create=False) / "ssh"  # halab.secrets.ssh_dir
-                holder["c"] = NodeSSH(keys / "id_ed25519", keys / "known_hosts")
+                holder["c"] = lab_ssh(self.cfg)
             r = holder["c"].run(self.cfg.node(node).ip, command)
             return r.rc, r.stdout, r.stderr
 

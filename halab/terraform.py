@@ -33,6 +33,7 @@ from typing import Any
 
 from python_terraform import IsFlagged, Terraform
 
+from halab.cloudinit import NodeSeed
 from halab.errors import HalabError
 from halab.tfmirror import MirrorInfo, ensure_mirror, module_dir
 
@@ -650,15 +651,6 @@ def write_tfvars(path: Path, tfvars: Mapping[str, Any]) -> None:
         json.dump(tfvars, fh, indent=2, sort_keys=True)
         fh.write("\n")
     os.replace(tmp, path)
-
-
-@dataclass(frozen=True)
-class NodeSeed:
-    """A node's NoCloud seed files (rendered by halab's cloud-init layer)."""
-
-    user_data: str
-    meta_data: str
-    network_config: str
 
 
 def default_pool_path(lab: str, libvirt_uri: str) -> str:

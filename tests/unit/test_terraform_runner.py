@@ -183,7 +183,8 @@ def test_prepare_workdir_copies_the_module(tmp_path: Path) -> None:
 def test_lab_tfvars_from_config() -> None:
     cfg = parse_config("name: lab1\n", "lab.yaml", host_mem_mib=1 << 20)
     seeds = {
-        n.name: NodeSeed("#cloud-config\n", f"instance-id: {n.name}\n", "version: 2\n") for n in cfg.nodes()
+        n.name: NodeSeed(n.name, n.name, "#cloud-config\n", f"instance-id: {n.name}\n", "version: 2\n")
+        for n in cfg.nodes()
     }
     tv = lab_tfvars(
         cfg, base_image="/b.qcow2", kernel="/k", initrd="/i", accel="qemu", seeds=seeds, stopped=["api-2"]

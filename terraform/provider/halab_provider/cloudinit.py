@@ -14,8 +14,7 @@ from tf.schema import Attribute, Schema
 from tf.types import String
 
 from halab_provider.common import POOL_LOCK, BaseResource, ProviderError, State, check_prefix, known, reported
-from halab_provider.pool import lookup_pool
-from halab_provider.volume import lookup_volume, upload_file
+from halab_provider.volume import lookup_volume, pool_for_new_volume, upload_file
 
 SEED_FILES = (("user_data", "user-data"), ("meta_data", "meta-data"), ("network_config", "network-config"))
 
@@ -81,23 +80,7 @@ class CloudinitDiskResource(BaseResource):
         planned = known(planned)
         name, pool_name = planned["name"], planned["pool"]
         with POOL_LOCK, reported(ctx.diagnostics, f"cannot create cloud-init disk {name!r}"):
-            check_prefix(self.provider, "volume", name)
-            pool = lookup_pool(self.conn, pool_name)
-            if pool is None:
-                raise ProviderError(f"storage pool {pool_name!r} does not exist")
-            pool.refresh(0)
-            if name in pool.listVolumes() and self.provider.name_prefix:
-                # Inside the lab's prefix a same-named volume is a leftover of an interrupted run:
-                # its content is derived from the configuration, so it is made again.
-                ctx.diagnostics.add_warning(
-                    f"volume {name!r} existed (left by an interrupted run); recreated it"
-                )
-                pool.storageVolLookupByName(name).delete(0)
-            elif name in pool.listVolumes():
-                raise ProviderError(
-                    f"volume {name!r} already exists in pool {pool_name!r}",
-                    f"Import it (terraform import <address> {pool_name}/{name}) or delete it.",
-                )
+            pool = pool_for_new_volume(self.provider, self.conn, ctx.diagnostics, pool_name, name)
             data = build_seed_iso(
                 planned.get("user_data"), planned.get("meta_data"), planned.get("network_config")
             )

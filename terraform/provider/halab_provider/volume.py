@@ -103,6 +103,27 @@ def upload_file(conn: libvirt.virConnect, vol: libvirt.virStorageVol, path: str)
     return True
 
 
+def pool_for_new_volume(provider: Any, conn: libvirt.virConnect, diags: Diagnostics, pool_name: str,
+                        name: str) -> libvirt.virStoragePool:
+    """The pool a new volume goes into, with ``name`` free in it. Inside the lab's prefix a
+    same-named volume is a leftover of an interrupted run: its content is derived from the
+    configuration, so it is removed (with a warning) and made again. Outside the prefix: an error."""
+    check_prefix(provider, "volume", name)
+    pool = lookup_pool(conn, pool_name)
+    if pool is None:
+        raise ProviderError(f"storage pool {pool_name!r} does not exist")
+    pool.refresh(0)
+    if name in pool.listVolumes():
+        if not provider.name_prefix:
+            raise ProviderError(
+                f"volume {name!r} already exists in pool {pool_name!r}",
+                f"Import it (terraform import <address> {pool_name}/{name}) or delete it first.",
+            )
+        diags.add_warning(f"volume {name!r} existed (left by an interrupted run); recreated it")
+        pool.storageVolLookupByName(name).delete(0)
+    return pool
+
+
 class VolumeResource(BaseResource):
     @classmethod
     def get_name(cls) -> str:
@@ -181,23 +202,7 @@ class VolumeResource(BaseResource):
         name, pool_name = planned["name"], planned["pool"]
         fmt = planned.get("format") or "qcow2"
         with POOL_LOCK, reported(ctx.diagnostics, f"cannot create volume {name!r} in pool {pool_name!r}"):
-            check_prefix(self.provider, "volume", name)
-            pool = lookup_pool(self.conn, pool_name)
-            if pool is None:
-                raise ProviderError(f"storage pool {pool_name!r} does not exist")
-            pool.refresh(0)
-            if name in pool.listVolumes() and self.provider.name_prefix:
-                # Inside the lab's prefix a same-named volume is a leftover of an interrupted run:
-                # its content is derived from the configuration, so it is made again.
-                ctx.diagnostics.add_warning(
-                    f"volume {name!r} existed (left by an interrupted run); recreated it"
-                )
-                pool.storageVolLookupByName(name).delete(0)
-            elif name in pool.listVolumes():
-                raise ProviderError(
-                    f"volume {name!r} already exists in pool {pool_name!r}",
-                    f"Import it (terraform import <address> {pool_name}/{name}) or delete it first.",
-                )
+            pool = pool_for_new_volume(self.provider, self.conn, ctx.diagnostics, pool_name, name)
             size = planned.get("size")
             size = int(size) if isinstance(size, int | float) else None
             backing = ""
