@@ -5,7 +5,7 @@ backend shows up as errors and latency, not as a quietly lower rate. One asyncio
 a minimal HTTP/1.1 client over keep-alive connections (no per-request thread, no header parsing
 beyond what we need): enough for several hundred requests per second on one core.
 
-* read  — ``GET /v2/servers``
+* read  — ``GET /v2/servers?limit=20``: one page of the server list, as a dashboard pages it
 * write — ``POST /v2/servers`` with a Nova-shaped body ``{"server": {...}}``
 * page  — ``page_calls`` GETs in parallel (a dashboard page); the page fails if any call fails
 
@@ -31,6 +31,7 @@ from halab.timeline import RequestRecord, percentile
 
 FRONTEND_PORT = 80  # HAProxy's API frontend (halab.haproxy_config.FRONTEND_PORT)
 SERVERS_PATH = "/v2/servers"
+READ_LIMIT = 20  # Horizon's default page size: a read lists one page, not the whole table
 MAX_RATE = 1000.0
 
 
@@ -114,8 +115,8 @@ class TrafficGenerator:
         self._error: BaseException | None = None
         self._drain_s = self._timeout + 0.5
         host_hdr = host if port == 80 else f"{host}:{port}"
-        self._get_bytes = (f"GET {path} HTTP/1.1\r\nHost: {host_hdr}\r\nUser-Agent: halab-traffic\r\n"
-                           "Accept: application/json\r\n\r\n").encode()
+        self._get_bytes = (f"GET {path}?limit={READ_LIMIT} HTTP/1.1\r\nHost: {host_hdr}\r\n"
+                           "User-Agent: halab-traffic\r\nAccept: application/json\r\n\r\n").encode()
         self._post_head = (f"POST {path} HTTP/1.1\r\nHost: {host_hdr}\r\nUser-Agent: halab-traffic\r\n"
                            "Accept: application/json\r\nContent-Type: application/json\r\n")
 

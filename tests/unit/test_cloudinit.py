@@ -334,3 +334,31 @@ def test_halab_enable_makes_the_links_systemctl_enable_makes(tmp_path):
                                   "multi-user.target.wants/haproxy.service",
                                   "other.target.wants/haproxy.service", "x.target.requires/haproxy.service"]
     assert missing.strip() == "failed=1"
+
+
+def test_rabbitmq_definitions_carry_the_lab_user_with_a_verifiable_hash(seeds, creds):
+    """RabbitMQ imports these at boot: the hash must check against the lab's password (salt first,
+    then sha256(salt + password)), the file must be readable by rabbitmq only, and re-rendering
+    must give the same bytes (else Terraform would replace mq-1 on every `up`)."""
+    import base64
+    import hashlib
+
+    secrets, keys = creds
+    for profile in PROFILES:
+        f = _files(seeds[(profile, "fast")]["mq-1"])["/etc/rabbitmq/definitions.json"]
+        assert (f["owner"], f["permissions"]) == ("root:rabbitmq", "0640")
+        defs = json.loads(f["content"])
+        (user,) = defs["users"]
+        assert user["name"] == secrets.mq_user
+        assert user["hashing_algorithm"] == "rabbit_password_hashing_sha256"
+        raw = base64.b64decode(user["password_hash"])
+        salt, digest = raw[:4], raw[4:]
+        assert digest == hashlib.sha256(salt + secrets.mq_password.encode()).digest()
+        assert hashlib.sha256(salt + b"wrong").digest() != digest
+        assert defs["vhosts"] == [{"name": secrets.mq_vhost}]
+        assert defs["permissions"][0]["user"] == secrets.mq_user
+        assert secrets.mq_password not in f["content"]
+    again = render_all(_cfg("default"), secrets, keys)["mq-1"].user_data
+    assert again == seeds[("default", "fast")]["mq-1"].user_data
+    assert "load_definitions = /etc/rabbitmq/definitions.json" in \
+        _files(seeds[("default", "fast")]["mq-1"])["/etc/rabbitmq/rabbitmq.conf"]["content"]

@@ -217,9 +217,11 @@ class MemStore:
     def ping(self):
         self._check()
 
-    def list_servers(self, limit):
+    def list_servers(self, limit, brief=False):
         self._check()
-        return sorted(self.rows.values(), key=lambda r: -r["id"])[:limit]
+        rows = sorted(self.rows.values(), key=lambda r: -r["id"])[:limit]
+        # Like the real store: a brief listing gets only what the brief view may use.
+        return [{"uuid": r["uuid"], "name": r["name"]} for r in rows] if brief else rows
 
     def get_server(self, sid):
         self._check()
