@@ -136,7 +136,7 @@ class LabSnapshot:
 
     @property
     def last_event_seq(self) -> int:
-        return self.events[-1].seq if self.events else 0
+        return max((e.seq for e in self.events), default=0)
 
 
 @dataclass(frozen=True)
@@ -451,7 +451,9 @@ class LabSession:
         self._measure_live(problems)
         with self._lock:
             series = tuple(self._series)
-            events = tuple(self._events)
+            # Time order, not arrival order: a probe reports a change with the time it was sampled,
+            # which can be before an action logged a moment earlier.
+            events = tuple(sorted(self._events, key=lambda e: (e.t, e.seq)))
             probe = {k: dict(v) for k, v in self._probe.items()}
             failover = self._failover
         last_share = series[-1].share if series else {}

@@ -408,3 +408,19 @@ async def test_no_lab_up_failure_is_shown_in_full(tmp_path):
             assert isinstance(app.screen, NoLabScreen)
             text = str(app.screen.query_one("#up-error").render())
             assert "line one of the error" in text and "line two of the error" in text
+
+
+def test_events_are_shown_in_time_order(lab):
+    """A probe reports a change stamped with its sample time, which can come before an action
+    logged a moment earlier: the timeline must read in time order, and a late-arriving older event
+    must still count as new for the screen's change detection."""
+    session = lab()
+    before = session.snapshot().last_event_seq
+    session.record_event("kill api-3", kind="fault", node="api-3", t=T0 + 10.0)
+    seq_after_kill = session.snapshot().last_event_seq
+    session.record_event("HAProxy marked api-4 DOWN", kind="probe", node="api-4", t=T0 + 9.5)
+    snap = session.snapshot()
+    ours = [e.text for e in snap.events if e.text in ("kill api-3", "HAProxy marked api-4 DOWN")]
+    assert ours == ["HAProxy marked api-4 DOWN", "kill api-3"]
+    assert [e.t for e in snap.events] == sorted(e.t for e in snap.events)
+    assert before < seq_after_kill < snap.last_event_seq
