@@ -24,12 +24,15 @@ def register(sub) -> None:
     q = ssub.add_parser("run", help="run a scenario unattended; exit 0 only when every hypothesis held")
     q.add_argument("file", metavar="FILE", help="scenario file or built-in name")
     q.add_argument("--report", metavar="DIR", help="write JSON, Markdown, HTML and the timeline here")
+    q.add_argument("--rate", type=float, metavar="OPS", help="traffic rate for every `traffic: {rate}` step "
+                   "(operations/s; e.g. lower under TCG)")
     q.set_defaults(func=_run)
     q = ssub.add_parser("compare", help="run a scenario under several HAProxy presets, side by side")
     q.add_argument("file", metavar="FILE")
     q.add_argument("--presets", default="fast,kolla", help="comma-separated, the first is the baseline "
                    "(default: fast,kolla)")
     q.add_argument("--report", metavar="DIR")
+    q.add_argument("--rate", type=float, metavar="OPS", help="traffic rate for every `traffic: {rate}` step")
     q.set_defaults(func=_compare)
     p = sub.add_parser("bench", help="benchmark up, failover (kill api-2 under both presets) and down",
                        description="Brings the lab up, measures kill api-2 under the fast and kolla presets, "
@@ -111,6 +114,8 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = config_from(args)
     sc = load_scenario(args.file)
+    if args.rate is not None:
+        sc = sc.with_rate(args.rate)
     sc.check_lab(cfg)
     with open_live_lab(cfg) as live:
         live.start_observing(traffic=True)
@@ -137,6 +142,8 @@ def _compare(args: argparse.Namespace) -> int:
                          f"(got {args.presets!r})")
     cfg = config_from(args)
     base = load_scenario(args.file)
+    if args.rate is not None:
+        base = base.with_rate(args.rate)
     base.check_lab(cfg)
     results = {}
     for preset in presets:

@@ -210,6 +210,16 @@ class Scenario:
     def all_hypotheses(self) -> list[Hypothesis]:
         return [*self.hypotheses, *(h for s in self.steps for h in s.expect)]
 
+    def with_rate(self, rate: float) -> Scenario:
+        """The same story at another traffic rate (``--rate``): a lab under software emulation
+        serves a fraction of what it serves on KVM, and a rate above its capacity measures the
+        overload, not the failover."""
+        if not (0.1 <= rate <= 1000):
+            raise UsageError(f"--rate must be between 0.1 and 1000 operations/s (got {rate:g})")
+        steps = tuple(replace(s, args={**s.args, "rate": float(rate)})
+                      if s.action == "traffic" and "rate" in s.args else s for s in self.steps)
+        return replace(self, steps=steps)
+
     def check_lab(self, cfg: LabConfig) -> None:
         """Refuse a lab this scenario cannot run on: wrong profile, unknown nodes."""
         errors: list[str] = []

@@ -467,3 +467,20 @@ def test_db_loss_default_expects_an_outage():
     assert result.passed, result.summary_lines()
     names = [h.label for h in result.hypotheses]
     assert "outage (single MariaDB)" in names and "Galera carries on" not in names
+
+
+def test_with_rate_overrides_every_rated_traffic_step_only():
+    from halab.errors import UsageError
+    from halab.scenarios import load_scenario
+
+    base = load_scenario("api-node-loss")
+    slow = base.with_rate(6)
+    rated = [s for s in base.steps if s.action == "traffic" and "rate" in s.args]
+    assert rated and all(s.args["rate"] != 6 for s in rated)
+    new = [s.args["rate"] for s in slow.steps if s.action == "traffic" and "rate" in s.args]
+    assert new == [6.0] * len(rated)
+    others = [(a, b) for a, b in zip(base.steps, slow.steps, strict=True) if a.action != "traffic"]
+    assert all(a == b for a, b in others)
+    assert slow.hypotheses == base.hypotheses
+    with pytest.raises(UsageError, match="--rate"):
+        base.with_rate(0)
