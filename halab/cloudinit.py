@@ -318,10 +318,20 @@ def render_user_data(cfg: LabConfig, node: Node, secrets: LabSecrets, keys: LabK
         },
         "growpart": {"mode": "off"},  # the root filesystem has no partition table
         "write_files": _write_files(cfg, node, secrets, variables),
+        **({"bootcmd": [[EARLY_HOOK]]} if _has_early_hook(node.role) else {}),
         "runcmd": [["/usr/local/lib/halab/setup.sh"]],
         "final_message": f"halab {cfg.name}/{node.name}: cloud-init finished after $UPTIME s",
     }
     return "#cloud-config\n" + _dump(data)
+
+
+EARLY_HOOK = "/usr/local/lib/halab/early.sh"
+
+
+def _has_early_hook(role: str) -> bool:
+    """A role whose template installs EARLY_HOOK: cloud-init's bootcmd runs it on every boot right
+    after write_files (it must be idempotent and quick)."""
+    return any(f.get("path") == EARLY_HOOK for f in _manifest(f"{role}/role.yaml")["files"])
 
 
 def _instance_id(cfg: LabConfig, node: Node, user_data: str, network_config: str) -> str:

@@ -91,8 +91,11 @@ BUILD_DPKG_OPTIONS: tuple[str, ...] = ("force-unsafe-io",)
 # (cloud-init/common/user-data.yaml, halab/cloudinit.py): every other module costs a Python import
 # and often a subprocess under TCG, and `locale` failed on every boot (locale-gen + update-locale).
 # power-state-change stays for the image boot test; the stock-image path keeps its own cloud.cfg.
+# bootcmd follows write-files so a role's early hook (cloud-init/<role>/early.sh) finds its files:
+# the mq role starts RabbitMQ there, while cloud-init's later stages still run, instead of from the
+# final stage ~70 s later (Erlang's start-up was the last thing `up` waited for).
 CLOUD_INIT_MODULES: tuple[str, ...] = (
-    "write-files", "set_hostname", "update_hostname", "users-groups", "ssh",
+    "write-files", "bootcmd", "set_hostname", "update_hostname", "users-groups", "ssh",
 )
 CLOUD_CONFIG_MODULES: tuple[str, ...] = ("set-passwords", "runcmd")
 CLOUD_FINAL_MODULES: tuple[str, ...] = (

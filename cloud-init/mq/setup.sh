@@ -9,11 +9,6 @@ halab_begin
 FIRST=rabbit@{{first_mq}}
 SELF=rabbit@{{node_name}}
 
-install_cookie() {
-    install -o rabbitmq -g rabbitmq -m 0400 /etc/halab/erlang.cookie /var/lib/rabbitmq/.erlang.cookie
-    # A node started before with another cookie would refuse to cluster: start from a clean slate.
-    rm -rf /var/lib/rabbitmq/mnesia/"$SELF"*
-}
 first_up() { rabbitmqctl -q -n "$FIRST" await_startup --timeout 5; }
 is_member_of_first() { rabbitmqctl -q cluster_status 2>/dev/null | grep -qw "$FIRST"; }
 join_first() {
@@ -44,10 +39,8 @@ pika.BlockingConnection(params).close()
 PY
 }
 
-if [ ! -f /var/lib/halab/mq-initialised ]; then
-    step "install the Erlang cookie" install_cookie
-    touch /var/lib/halab/mq-initialised
-fi
+# early.sh (cloud-init bootcmd) installed the lab's Erlang cookie and already started the server.
+step "check that early.sh ran (cloud-init bootcmd)" test -f /var/lib/halab/mq-initialised
 step "enable rabbitmq-server" halab_enable rabbitmq-server.service
 step "start rabbitmq-server" systemctl start --no-block rabbitmq-server.service
 # Poll the AMQP port (cheap) rather than rabbitmqctl, whose Erlang VM competes with the booting

@@ -277,7 +277,7 @@ _KEY_MODULE = {
     "users": "users-groups", "disable_root": "ssh", "ssh_pwauth": "set-passwords",
     "ssh_authorized_keys": "ssh", "ssh_deletekeys": "ssh", "ssh_genkeytypes": "ssh", "ssh_keys": "ssh",
     "growpart": None,  # no partition table on the built-in image: growpart stays out of the image
-    "write_files": "write-files", "runcmd": "runcmd", "final_message": "final-message",
+    "write_files": "write-files", "bootcmd": "bootcmd", "runcmd": "runcmd", "final_message": "final-message",
 }
 
 
@@ -362,3 +362,22 @@ def test_rabbitmq_definitions_carry_the_lab_user_with_a_verifiable_hash(seeds, c
     assert again == seeds[("default", "fast")]["mq-1"].user_data
     assert "load_definitions = /etc/rabbitmq/definitions.json" in \
         _files(seeds[("default", "fast")]["mq-1"])["/etc/rabbitmq/rabbitmq.conf"]["content"]
+
+
+def test_mq_starts_rabbitmq_from_the_early_hook_only(seeds):
+    """bootcmd (right after write_files) runs the role's early hook: mq nodes install the lab's
+    cookie and start RabbitMQ there; no other role gets a bootcmd, and setup.sh refuses to go on if
+    the hook never ran (an image without bootcmd in its module list)."""
+    for by_node in seeds.values():
+        for name, seed in by_node.items():
+            ud = _ud(seed)
+            if name.startswith("mq-"):
+                assert ud["bootcmd"] == [["/usr/local/lib/halab/early.sh"]]
+                early = _files(seed)["/usr/local/lib/halab/early.sh"]
+                assert early["permissions"] == "0755"
+                assert "/etc/halab/erlang.cookie" in early["content"]
+                assert "systemctl start --no-block rabbitmq-server" in early["content"]
+                setup = _files(seed)["/usr/local/lib/halab/setup.sh"]["content"]
+                assert "test -f /var/lib/halab/mq-initialised" in setup
+            else:
+                assert "bootcmd" not in ud
