@@ -12,7 +12,10 @@ from halab.errors import NotAvailableYet
 
 
 def config_from(args: argparse.Namespace) -> LabConfig:
-    return load_config(getattr(args, "config", None))
+    from halab.lifecycle import lab_accel
+
+    cfg = load_config(getattr(args, "config", None))
+    return cfg.for_accel(lab_accel(cfg))
 
 
 def print_json(data: Any) -> None:

@@ -12,7 +12,7 @@ import ipaddress
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ PROFILES = ("default", "ha")
 ACCELS = ("auto", "kvm", "tcg")
 NETWORK_MODES = ("nat", "isolated")
 HAPROXY_PRESETS = ("fast", "kolla")
+TCG_TRAFFIC_RATE = 8.0  # default operations/s under software emulation (see LabConfig.for_accel)
 CONFIG_ENV = "HALAB_CONFIG"
 TOP_KEYS = ("name", "profile", "network", "roles", "image", "accel", "libvirt_uri", "haproxy", "traffic")
 
@@ -60,6 +61,9 @@ HAPROXY_PRESET_VALUES: dict[str, dict[str, Any]] = {
         "retry_on": "conn-failure empty-response response-timeout 502 503 504",
         "timeout_connect_ms": 1000,
         "timeout_server_ms": 10000,
+        # A dead node fails the check's connect (timeout_connect_ms); this only bounds a live node's
+        # answer, and a busy emulated node can take over a second: no flapping of slow-but-alive nodes.
+        "timeout_check_ms": 2000,
     },
     "kolla": {
         "inter_ms": 2000,
@@ -73,6 +77,7 @@ HAPROXY_PRESET_VALUES: dict[str, dict[str, Any]] = {
         "retry_on": "conn-failure",
         "timeout_connect_ms": 10000,
         "timeout_server_ms": 60000,
+        "timeout_check_ms": 2000,  # kolla sets none: HAProxy then bounds a check by `inter`
     },
 }
 
@@ -104,6 +109,7 @@ class HAProxySettings:
     retry_on: str = "conn-failure empty-response response-timeout 502 503 504"
     timeout_connect_ms: int = 1000
     timeout_server_ms: int = 10000
+    timeout_check_ms: int = 2000
 
     def expected_detection_s(self) -> float:
         """Worst-case time from a dead server to DOWN: first failed check at `inter`, the rest at
@@ -114,6 +120,8 @@ class HAProxySettings:
 @dataclass(frozen=True)
 class TrafficSettings:
     rate: float = 50.0
+    # True while lab.yaml leaves the rate unset: LabConfig.for_accel() then lowers it under TCG.
+    rate_auto: bool = True
     read_share: float = 0.7
     write_share: float = 0.1
     page_share: float = 0.2
@@ -146,6 +154,15 @@ class LabConfig:
     source: str = "<built-in default>"
 
     # ---- derived facts every layer agrees on -------------------------------------------------
+    def for_accel(self, accel: str | None) -> LabConfig:
+        """Defaults that depend on the accelerator the lab runs under. The traffic rate: 50 ops/s
+        (~120 HTTP requests/s) is comfortable on KVM, but seven emulated (TCG) VMs on two cores
+        serve about 12 ops/s before health checks time out, and traffic above capacity measures
+        the overload rather than the failover. An explicit ``traffic.rate`` is kept."""
+        if accel != "tcg" or not self.traffic.rate_auto:
+            return self
+        return replace(self, traffic=replace(self.traffic, rate=TCG_TRAFFIC_RATE))
+
     @property
     def ip_network(self) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(self.network.cidr, strict=False)
@@ -567,6 +584,7 @@ def _read_haproxy(r: _Reader, loc: _Located | None) -> HAProxySettings:
         "inter_ms": (100, 60000), "fastinter_ms": (100, 60000), "downinter_ms": (100, 60000),
         "rise": (1, 100), "fall": (1, 100), "retries": (0, 100),
         "timeout_connect_ms": (100, 600000), "timeout_server_ms": (100, 600000),
+        "timeout_check_ms": (100, 600000),
     }
     for key, (lo, hi) in int_limits.items():
         if key in fields:
@@ -602,7 +620,7 @@ def _read_traffic(r: _Reader, loc: _Located | None) -> TrafficSettings:
     if "rate" in fields:
         v = r.number(fields["rate"], "traffic.rate", 0.1, 1000)
         if v is not None:
-            values["rate"] = v
+            values["rate"], values["rate_auto"] = v, False
     for key in ("read_share", "write_share", "page_share"):
         if key in fields:
             v = r.number(fields[key], f"traffic.{key}", 0.0, 1.0)

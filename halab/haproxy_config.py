@@ -75,7 +75,7 @@ def render_haproxy_cfg(cfg: LabConfig, secrets: LabSecrets) -> str:
     w(f"    timeout connect {_ms(h.timeout_connect_ms)}")
     w("    timeout client 30s")
     w(f"    timeout server {_ms(h.timeout_server_ms)}")
-    w(f"    timeout check {_ms(max(h.inter_ms, 1000))}")
+    w(f"    timeout check {_ms(h.timeout_check_ms)}")
     w("    timeout http-request 10s")
     w(f"    retries {h.retries}")
     if h.redispatch:

@@ -119,6 +119,24 @@ def remove_state(cfg: LabConfig) -> None:
         shutil.rmtree(root)
 
 
+def lab_accel(cfg: LabConfig) -> str | None:
+    """The accelerator the lab runs (or would run) under: the inventory of a lab that is up, else
+    lab.yaml's explicit choice, else the host's cached KVM verdict; None when nothing says yet."""
+    try:
+        inventory = lab_state_dir(cfg.name, create=False) / "inventory.json"
+        accel = json.loads(inventory.read_text()).get("accel")
+        if accel in ("kvm", "tcg"):
+            return str(accel)
+    except (OSError, ValueError, AttributeError):
+        pass
+    if cfg.accel in ("kvm", "tcg"):
+        return cfg.accel
+    from halab.accel import cached_verdict
+
+    verdict = cached_verdict()
+    return None if verdict is None else verdict.accel
+
+
 def write_inventory(cfg: LabConfig, accel: str) -> None:
     paths = state_paths(cfg)
     data = {

@@ -254,3 +254,16 @@ def test_unknown_node_suggests():
     cfg = parse_config("", host_mem_mib=BIG_HOST)
     with pytest.raises(ConfigError, match="did you mean 'api-1'"):
         cfg.node("api1")
+
+
+def test_traffic_rate_defaults_lower_under_tcg_unless_set():
+    from halab.config import TCG_TRAFFIC_RATE, parse_config
+
+    auto = parse_config("name: t1\n", host_mem_mib=1 << 20)
+    assert auto.traffic.rate_auto and auto.traffic.rate == 50.0
+    assert auto.for_accel("kvm").traffic.rate == 50.0
+    assert auto.for_accel(None).traffic.rate == 50.0
+    assert auto.for_accel("tcg").traffic.rate == TCG_TRAFFIC_RATE < 50.0
+    explicit = parse_config("name: t1\ntraffic: {rate: 30}\n", host_mem_mib=1 << 20)
+    assert not explicit.traffic.rate_auto
+    assert explicit.for_accel("tcg").traffic.rate == 30.0
