@@ -33,6 +33,10 @@ FRONTEND_PORT = 80  # HAProxy's API frontend (halab.haproxy_config.FRONTEND_PORT
 SERVERS_PATH = "/v2/servers"
 READ_LIMIT = 20  # Horizon's default page size: a read lists one page, not the whole table
 MAX_RATE = 1000.0
+# Kept-alive connections idle longer than this are closed rather than reused: HAProxy closes an idle
+# client connection after `timeout http-request` (10 s), and a page's burst of parallel calls used to
+# dig up several such dead connections at once.
+IDLE_REUSE_S = 4.0
 
 
 class _HTTPError(Exception):
@@ -50,12 +54,13 @@ class _Response:
 
 
 class _Conn:
-    __slots__ = ("reader", "used", "writer")
+    __slots__ = ("idle_since", "reader", "used", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.reader = reader
         self.writer = writer
         self.used = 0
+        self.idle_since = 0.0
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -257,7 +262,8 @@ class TrafficGenerator:
         try:
             async with asyncio.timeout(self._timeout):
                 for attempt in (1, 2):
-                    conn = self._idle.pop() if self._idle else None
+                    # The retry always gets a new connection: the next idle one may be as stale.
+                    conn = self._take_idle() if attempt == 1 else None
                     reused = conn is not None
                     if conn is None:
                         if self._open_conns >= self.max_connections:
@@ -278,6 +284,7 @@ class TrafficGenerator:
                         self._open_conns -= 1
                         raise
                     if resp.keep_alive:
+                        conn.idle_since = time.monotonic()
                         self._idle.append(conn)
                     else:
                         conn.close()
@@ -289,6 +296,17 @@ class TrafficGenerator:
         except _HTTPError as exc:
             return exc.kind, exc.status, None
         return "reset", None, None
+
+    def _take_idle(self) -> _Conn | None:
+        """The most recently used idle connection young enough to trust; older ones are closed."""
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()
+            if now - conn.idle_since <= IDLE_REUSE_S:
+                return conn
+            conn.close()
+            self._open_conns -= 1
+        return None
 
     async def _connect(self) -> _Conn:
         try:

@@ -121,3 +121,21 @@ def test_rate_changes_live(api):
     assert not gen.running
     with pytest.raises(UsageError):
         gen.set_rate(0)
+
+
+@pytest.mark.parametrize("reuse_s", [0.15, 60.0])
+def test_connections_the_server_closed_while_idle_never_fail_a_page(monkeypatch, reuse_s):
+    """A server closes kept-alive connections idle for 0.3 s (HAProxy does after 10 s). Pages come
+    every 0.6 s, each a burst of 8 parallel calls that finds the pool full of dead connections. With
+    reuse_s=0.15 the client drops them by age; with 60 s it must still retry each on a *new*
+    connection (retrying on the next idle one hit another dead one: the 'reset' pages seen on
+    real VMs)."""
+    import halab.traffic
+
+    monkeypatch.setattr(halab.traffic, "IDLE_REUSE_S", reuse_s)
+    settings = TrafficSettings(read_share=0.0, write_share=0.0, page_share=1.0, page_calls=8)
+    with FakeAPI(idle_close_s=0.3) as api:
+        tl, _ = run(api.port, 3.1, 1 / 0.6, settings)
+    pages = tl.requests()
+    assert len(pages) >= 5
+    assert [r.error for r in pages if not r.ok] == []

@@ -17,7 +17,8 @@ from pathlib import Path
 
 
 class FakeAPI:
-    def __init__(self, nodes: tuple[str, ...] = ("api-1", "api-2", "api-3", "api-4")):
+    def __init__(self, nodes: tuple[str, ...] = ("api-1", "api-2", "api-3", "api-4"),
+                 idle_close_s: float | None = None):
         self.nodes = nodes
         self._rr = itertools.cycle(nodes)
         self._lock = threading.Lock()
@@ -31,6 +32,7 @@ class FakeAPI:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True  # headers and body go out in separate writes
+            timeout = idle_close_s  # like HAProxy: a kept-alive connection idle this long is closed
 
             def log_message(self, *args):  # quiet
                 pass
