@@ -64,6 +64,8 @@ HAPROXY_PRESET_VALUES: dict[str, dict[str, Any]] = {
         # A dead node fails the check's connect (timeout_connect_ms); this only bounds a live node's
         # answer, and a busy emulated node can take over a second: no flapping of slow-but-alive nodes.
         "timeout_check_ms": 2000,
+        # Reads (GET/HEAD) only, retried elsewhere when it expires; below the traffic client's 2 s.
+        "read_timeout_ms": 1500,
     },
     "kolla": {
         "inter_ms": 2000,
@@ -78,6 +80,7 @@ HAPROXY_PRESET_VALUES: dict[str, dict[str, Any]] = {
         "timeout_connect_ms": 10000,
         "timeout_server_ms": 60000,
         "timeout_check_ms": 2000,  # kolla sets none: HAProxy then bounds a check by `inter`
+        "read_timeout_ms": 0,  # 0: reads wait as long as writes (timeout_server_ms)
     },
 }
 
@@ -110,6 +113,7 @@ class HAProxySettings:
     timeout_connect_ms: int = 1000
     timeout_server_ms: int = 10000
     timeout_check_ms: int = 2000
+    read_timeout_ms: int = 1500  # 0: none apart from timeout_server_ms
 
     def expected_detection_s(self) -> float:
         """Worst-case time from a dead server to DOWN: first failed check at `inter`, the rest at
@@ -584,7 +588,7 @@ def _read_haproxy(r: _Reader, loc: _Located | None) -> HAProxySettings:
         "inter_ms": (100, 60000), "fastinter_ms": (100, 60000), "downinter_ms": (100, 60000),
         "rise": (1, 100), "fall": (1, 100), "retries": (0, 100),
         "timeout_connect_ms": (100, 600000), "timeout_server_ms": (100, 600000),
-        "timeout_check_ms": (100, 600000),
+        "timeout_check_ms": (100, 600000), "read_timeout_ms": (0, 600000),
     }
     for key, (lo, hi) in int_limits.items():
         if key in fields:

@@ -92,6 +92,11 @@ def render_haproxy_cfg(cfg: LabConfig, secrets: LabSecrets) -> str:
     w(f"    retry-on {h.retry_on}")
     # L7 retries (anything beyond conn-failure) replay the request: only safe when it is idempotent.
     w("    http-request disable-l7-retry if !METH_GET !METH_HEAD")
+    if h.read_timeout_ms:
+        # A read in flight to a node that just died gets no answer at all: with the server timeout
+        # (10 s) the client gave up first. Reads time out sooner and `retry-on response-timeout`
+        # replays them on another node, inside the client's patience.
+        w(f"    http-request set-timeout server {_ms(h.read_timeout_ms)} if METH_GET || METH_HEAD")
     w(f"    default-server {server_check_options(h)}")
     for n in api_nodes:
         w(f"    server {n.name} {n.ip}:{API_PORT}")

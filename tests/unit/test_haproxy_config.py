@@ -28,6 +28,10 @@ def test_fast_defaults():
     assert "option redispatch 1\n" in text
     assert "retry-on conn-failure empty-response response-timeout 502 503 504" in text
     assert "http-request disable-l7-retry if !METH_GET !METH_HEAD" in text
+    # reads in flight to a dead node are replayed elsewhere before the client's 2 s timeout
+    assert "http-request set-timeout server 1500ms if METH_GET || METH_HEAD" in text
+    assert "timeout check 2000ms" in text
+    assert "option dontlog-normal" in text
     assert "option httpchk GET /healthcheck" in text
     assert "bind :80\n" in text and "bind :8404\n" in text
     assert "prometheus-exporter" in text and "stats uri /stats" in text
@@ -43,6 +47,7 @@ def test_kolla_preset():
     text = render_haproxy_cfg(_cfg("default", "kolla"), SECRETS)
     assert "inter 2000ms" in text and "rise 2 fall 5" in text
     assert "observe layer4" not in text
+    assert "set-timeout" not in text
     assert "option redispatch\n" in text
     assert "    retries 3\n" in text
 
