@@ -11,6 +11,9 @@ Definitions (all times wall-clock seconds from the timeline):
                   (0 when none failed); max_latency_ms over every operation in that window.
 * recovery_s    — undo event (revive, resume, ...) → the node is back: its detection source says
                   "up" again *and* (api) a request was served by it, or (db, mq) a write succeeded.
+* service_up_s  — (api) undo event → the node's own /healthcheck answers "ok" (its boot time, seen
+                  from outside); rejoin_s = recovered_at - that moment: how long the balancer took to
+                  put a healthy node back (rise x downinter plus the next request to reach it).
 * expected_detection_s — from the configuration (see ``expected_detection``).
 """
 
@@ -106,6 +109,8 @@ class MeasureResult:
     last_error_at: float | None = None
     errors_by_kind: dict[str, int] = field(default_factory=dict)
     baseline_p99_ms: float | None = None
+    service_up_s: float | None = None
+    rejoin_s: float | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +125,9 @@ class MeasureResult:
         det = f"{self.detection_s:.2f} s" if self.detection_s is not None else "not seen"
         exp = f"{self.expected_detection_s:.2f} s" if self.expected_detection_s is not None else "n/a"
         rec = f"{self.recovery_s:.1f} s" if self.recovery_s is not None else "not seen"
+        if self.recovery_s is not None and self.service_up_s is not None and self.rejoin_s is not None:
+            rec += (f" (service up after {self.service_up_s:.1f} s, back in rotation "
+                    f"{self.rejoin_s:.1f} s later)")
         return (f"{self.fault} {self.node}: detected in {det} (expected {exp}); failed reads "
                 f"{self.failed_reads}, writes {self.failed_writes}, pages {self.failed_pages}; "
                 f"recovered in {rec}")
@@ -177,6 +185,11 @@ def measure_failover(
 
     # Recovery.
     recovered_at = None
+    service_up_at = None
+    if revive_at is not None and role == "api":
+        healthy = next((e for e in evs if e.at >= revive_at and e.kind == "probe" and e.source == "health"
+                        and e.node == node and e.data.get("direction") == "up"), None)
+        service_up_at = healthy.at if healthy else None
     if revive_at is not None:
         up = next((e for e in evs if e.at >= revive_at and _matches(e, sources, node, "up")), None)
         if up is not None:
@@ -209,6 +222,10 @@ def measure_failover(
         baseline_p99_ms=percentile([r.latency_ms for r in before], 99),
         revive_at=revive_at, recovered_at=recovered_at,
         recovery_s=(recovered_at - revive_at) if recovered_at is not None and revive_at is not None else None,
+        service_up_s=(service_up_at - revive_at) if service_up_at is not None and revive_at is not None
+        else None,
+        rejoin_s=(recovered_at - service_up_at) if recovered_at is not None and service_up_at is not None
+        and recovered_at >= service_up_at else None,
         notes=notes,
     )
 

@@ -48,6 +48,8 @@ def test_known_answers_api_kill():
         fault(T0 + 10.0, "kill"),
         probe(T0 + 11.3, "api-2", "UP", "DOWN", "down"),
         fault(T0 + 20.0, "revive"),
+        probe(T0 + 30.0, "api-3", "down", "ok", "up", source="health"),  # another node: ignored
+        probe(T0 + 42.5, "api-2", "down", "ok", "up", source="health"),  # api-2's service answers
         probe(T0 + 45.0, "api-2", "DOWN", "UP", "up"),
     ]
     reqs = [req("read", T0 + t / 10) for t in range(0, 600)]  # 10 reads/s, all fine, api-1
@@ -66,6 +68,9 @@ def test_known_answers_api_kill():
     assert r.error_window_s == pytest.approx(12.6 - 10.2)  # page ended at 10.6 + 2.0
     assert r.max_latency_ms == pytest.approx(2000.0)
     assert r.recovery_s == pytest.approx(25.41)  # revive 20.0 → served by api-2 at 45.41
+    assert r.service_up_s == pytest.approx(22.5)  # revive → api-2's own health check ok
+    assert r.rejoin_s == pytest.approx(45.41 - 42.5)  # healthy → back in rotation
+    assert "service up after 22.5 s" in r.summary
     assert r.errors_by_kind == {"http_503": 2, "timeout": 1}
     d = r.to_dict()
     for k in ("detection_s", "expected_detection_s", "failed_reads", "failed_writes", "failed_pages",
