@@ -370,7 +370,8 @@ def test_api_node_loss_passes_on_the_simulated_lab():
     steps = []
     result, sim, _tl = run_sim("api-node-loss", progress=steps.append)
     assert result.passed, result.summary_lines()
-    assert steps[0] == "step 1/9: traffic 40 ops/s"
+    assert steps[0] == "step 1/9: traffic start"
+    assert sim.rate == CFG.traffic.rate  # built-ins run at the lab's (accelerator-aware) rate
     assert [s.ok for s in result.steps] == [True] * 9
     (m,) = result.measurements
     assert m["detection_s"] == pytest.approx(1.25, abs=0.01) and m["expected_detection_s"] == 1.25
@@ -471,9 +472,10 @@ def test_db_loss_default_expects_an_outage():
 
 def test_with_rate_overrides_every_rated_traffic_step_only():
     from halab.errors import UsageError
-    from halab.scenarios import load_scenario
+    from halab.scenarios import parse_scenario
 
-    base = load_scenario("api-node-loss")
+    base = parse_scenario("name: t\nsteps:\n  - traffic: {rate: 40}\n  - wait: 2\n  - traffic: {rate: 20}\n"
+                          "  - fault: {action: kill, node: api-2}\n  - traffic: start\n  - traffic: stop\n")
     slow = base.with_rate(6)
     rated = [s for s in base.steps if s.action == "traffic" and "rate" in s.args]
     assert rated and all(s.args["rate"] != 6 for s in rated)
