@@ -7,9 +7,11 @@ Sources (one thread each, so a slow one never holds back another):
 * ``health``    — ``GET /healthcheck`` on each API node directly (port 8080), in parallel
 * ``heartbeat`` — heartbeat age per API node from ``GET /v2/os-services`` through the VIP
 * ``galera``    — ``mysql -e "SHOW STATUS LIKE 'wsrep_%'"`` on each db node over SSH
-* ``rabbitmq``  — ``rabbitmqctl cluster_status --formatter json`` over SSH. rabbitmqctl boots an
-  Erlang VM per call (seconds of CPU on a TCG guest), so this source defaults to one sample every
-  5 s; HAProxy's stats every 0.25 s (detection times are read from them), the rest every 0.5 s.
+* ``rabbitmq``  — a cluster (ha): ``rabbitmqctl cluster_status --formatter json`` over SSH, every
+  10 s under a guest-side ``timeout``: rabbitmqctl boots an Erlang VM per call, seconds of CPU on a
+  TCG guest, and calls that outlived the SSH timeout piled up and took most of the broker's vCPU.
+  A single broker (default lab): the AMQP protocol handshake on port 5672 every 0.5 s, from here.
+  HAProxy's stats every 0.25 s (detection times are read from them), the rest every 0.5 s.
 
 Parsers are pure functions (tested on recorded output). Every sample reduces to discrete states
 (``ProbeSample.states()``); ``ChangeDetector`` turns state changes into timeline events such as
@@ -43,7 +45,9 @@ STATS_PORT = 8404
 HEARTBEAT_STALE_S = 3.0
 
 GALERA_QUERY = "mysql -B -e \"SHOW STATUS LIKE 'wsrep_%'\""
-RABBIT_QUERY = "rabbitmqctl cluster_status --formatter json"
+RABBIT_QUERY = "timeout 8 rabbitmqctl cluster_status --formatter json"
+AMQP_PORT = 5672
+AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
 
 # States that mean "this thing is not serving" (a change into one is direction "down").
 DOWN_STATES = {"DOWN", "MAINT", "DRAIN", "NOLB", "shut off", "paused", "crashed", "missing", "down",
@@ -550,9 +554,38 @@ class GaleraProbe(Probe):
         return GaleraSample("galera", at, nodes=out)
 
 
+def amqp_answers(host: str, port: int = AMQP_PORT, timeout: float = 0.4) -> bool:
+    """True when the broker answers the AMQP 0-9-1 protocol header with a method frame
+    (Connection.Start): its listener and the rabbit application are up, not just the port."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(AMQP_HEADER)
+            head = sock.recv(7)
+    except OSError:
+        return False
+    return len(head) == 7 and head[0] == 1  # frame type 1: method
+
+
+class AmqpProbe(Probe):
+    """A single broker's liveness, as a client sees it; cheap for the broker (no Erlang VM)."""
+
+    source = "rabbitmq"
+
+    def __init__(self, nodes: dict[str, str], check: Callable[[str], bool] = amqp_answers):
+        self.nodes, self.check = nodes, check  # node -> IP
+
+    def sample(self) -> ProbeSample:
+        at = time.time()
+        members = {n: "running" if self.check(ip) else "stopped" for n, ip in self.nodes.items()}
+        return RabbitSample("rabbitmq", at, members=members)
+
+
 class RabbitProbe(Probe):
     source = "rabbitmq"
-    interval_s = 5.0
+    interval_s = 10.0
 
     def __init__(self, nodes: list[str], ssh: SshRunner, hostnames: dict[str, str] | None = None):
         self.nodes, self.ssh = nodes, ssh
@@ -614,7 +647,10 @@ class ProbeSet:
         if ssh is not None:
             if cfg.roles["db"].count > 1:  # a single MariaDB has no wsrep status
                 probes.append(GaleraProbe([n.name for n in nodes if n.role == "db"], ssh))
-            probes.append(RabbitProbe([n.name for n in nodes if n.role == "mq"], ssh, rabbit_hostnames))
+            if cfg.roles["mq"].count > 1:
+                probes.append(RabbitProbe([n.name for n in nodes if n.role == "mq"], ssh, rabbit_hostnames))
+        if cfg.roles["mq"].count == 1:
+            probes.append(AmqpProbe({n.name: n.ip for n in nodes if n.role == "mq"}))
         return cls(probes, timeline)
 
     def sample_once(self, probe: Probe) -> ProbeSample:

@@ -232,3 +232,53 @@ listen stats
         finally:
             proc.terminate()
             proc.wait(5)
+
+
+def _one_shot_server(reply: bytes | None):
+    """127.0.0.1 server for one connection: reads the client's 8 bytes, answers `reply` (None:
+    closes without a word)."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    got: list[bytes] = []
+
+    def serve():
+        conn, _ = srv.accept()
+        with conn:
+            got.append(conn.recv(8))
+            if reply is not None:
+                conn.sendall(reply)
+        srv.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv.getsockname()[1], got
+
+
+def test_amqp_probe_needs_a_real_protocol_answer():
+    from halab.config import parse_config
+    from halab.probes import AMQP_HEADER, AmqpProbe, ProbeSet, amqp_answers
+
+    # Connection.Start: frame type 1 (method), channel 0, then size and payload.
+    port, got = _one_shot_server(b"\x01\x00\x00\x00\x00\x01\xf4\x00\x0a\x00\x0a")
+    assert amqp_answers("127.0.0.1", port) is True
+    assert got == [AMQP_HEADER]
+    port, _ = _one_shot_server(None)  # a port that accepts but is no broker
+    assert amqp_answers("127.0.0.1", port) is False
+    port, _ = _one_shot_server(b"HTTP/1.1 400 Bad Request\r\n")
+    assert amqp_answers("127.0.0.1", port) is False
+    s = AmqpProbe({"mq-1": "10.0.0.5"}, check=lambda ip: ip == "10.0.0.5").sample()
+    assert s.states()["rabbitmq:mq-1"] == ("mq-1", "running")
+    s = AmqpProbe({"mq-1": "10.0.0.5"}, check=lambda ip: False).sample()
+    assert s.states()["rabbitmq:mq-1"] == ("mq-1", "stopped")
+
+    def kinds(profile):
+        cfg = parse_config(f"name: t1\nprofile: {profile}\n", host_mem_mib=1 << 20)
+        ps = ProbeSet.for_lab(cfg, None, stats_auth=("u", "p"), ssh=lambda n, c: (0, "", ""))
+        return {type(p).__name__ for p in ps.probes}
+
+    # One broker: no rabbitmqctl (an Erlang VM per call) at all; a cluster: rabbitmqctl, slowly.
+    assert "AmqpProbe" in kinds("default") and "RabbitProbe" not in kinds("default")
+    assert "RabbitProbe" in kinds("ha") and "AmqpProbe" not in kinds("ha")
