@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from halab.errors import ConfigError, HalabError
@@ -37,11 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (e.g. a script's `kill`): unwinds like Ctrl-C, so the same clean-up runs (faults a
+    scenario applied are undone, its preset restored, traffic stopped, Terraform interrupted)."""
+
+
+def _on_sigterm(_sig: int, _frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         args = parser.parse_args([*argv, "tui"])
+    if args.command != "tui":  # Textual has its own signal handling
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
@@ -51,8 +63,9 @@ def main(argv: list[str]) -> int:
     except HalabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; state kept. Run the same command again to converge.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{what}; state kept. Run the same command again to converge.", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:
         return 0
