@@ -74,7 +74,9 @@ ROLE_PACKAGES: dict[str, tuple[str, ...]] = {
     "mq": ("rabbitmq-server",),
 }
 # Debian enables these at install; cloud-init enables only the node's own role's services.
-DISABLED_SERVICES: tuple[str, ...] = ("mariadb", "rabbitmq-server", "haproxy", "keepalived")
+# mariadb.socket too: enabled by the package, it made systemd listen on 3306 on every node, so the
+# ha profile's HAProxy could not bind its Galera frontend (and a connection would start MariaDB).
+DISABLED_SERVICES: tuple[str, ...] = ("mariadb", "mariadb.socket", "rabbitmq-server", "haproxy", "keepalived")
 # Documentation and translations are never read on a lab node.
 DPKG_OPTIONS: tuple[str, ...] = (
     "path-exclude=/usr/share/man/*",
@@ -592,7 +594,7 @@ class _Build:
         if unmasked:
             raise ImageBuildFailed(f"units not masked in the image: {', '.join(unmasked)}")
         enabled = [s for s in DISABLED_SERVICES
-                   if (etc / "systemd" / "system" / "multi-user.target.wants" / f"{s}.service").exists()]
+                   if any(system.glob(f"*.wants/{s if '.' in s else s + '.service'}"))]
         if enabled:
             raise ImageBuildFailed(f"services still enabled in the image: {', '.join(enabled)}")
 
