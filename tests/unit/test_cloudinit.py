@@ -381,3 +381,13 @@ def test_mq_starts_rabbitmq_from_the_early_hook_only(seeds):
                 assert "test -f /var/lib/halab/mq-initialised" in setup
             else:
                 assert "bootcmd" not in ud
+
+
+def test_option_files_with_secrets_are_readable_by_their_daemon_only(seeds):
+    """mariadbd (user mysql) silently skips an option file it cannot read: the Galera settings
+    must be group mysql, not world-readable (they hold the SST password)."""
+    for by_node in (seeds[("ha", "fast")],):
+        for name, seed in by_node.items():
+            if name.startswith("db-"):
+                f = _files(seed)["/etc/mysql/mariadb.conf.d/91-halab-galera.cnf"]
+                assert (f["owner"], f["permissions"]) == ("root:mysql", "0640")
