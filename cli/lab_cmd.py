@@ -101,12 +101,42 @@ def _status(args: argparse.Namespace) -> int:
             print(f"lab {cfg.name} is not up (./lab.py up builds it)")
         return 1
     nodes = lifecycle.node_statuses(cfg, check_ssh=not args.no_ssh)
+    roles = None
+    if not args.no_ssh:
+        from halab.runtime import open_live_lab, role_health
+
+        with open_live_lab(cfg) as live:
+            roles = role_health(live)
     if args.json:
         print_json({"lab": cfg.name, "up": True, "vip": cfg.vip,
-                    "nodes": [n.__dict__ for n in nodes]})
+                    "nodes": [n.__dict__ for n in nodes], "roles": roles})
         return 0
     print(f"lab {cfg.name}  VIP {cfg.vip}")
     for n in nodes:
         reach = {True: "reachable", False: "unreachable", None: "-"}[n.reachable]
         print(f"  {n.name:<10} {n.role:<8} {n.ip:<15} {n.state:<9} {reach}")
+    if roles is not None:
+        _print_roles(roles)
     return 0
+
+
+def _print_roles(roles: dict) -> None:
+    def join(d: dict) -> str:
+        return ", ".join(f"{k} {v}" for k, v in d.items()) or "-"
+
+    print("roles:")
+    for balancer, backends in roles["haproxy"].items():
+        print(f"  haproxy {balancer}: {join(backends)}")
+    if "vip_holders" in roles:
+        print(f"  VIP held by: {', '.join(roles['vip_holders']) or 'nobody'}")
+    print(f"  api health: {join(roles['api'])}")
+    ages = {n: (f"{a:.1f}s" if a is not None else "never") for n, a in roles["heartbeat_age_s"].items()}
+    print(f"  heartbeat age: {join(ages)}")
+    if roles.get("galera"):
+        g = roles["galera"]
+        print(f"  galera: size {g['size'] if g['size'] is not None else '?'}; {join(g['nodes'])}")
+    if roles.get("rabbitmq"):
+        r = roles["rabbitmq"]
+        parts = r.get("partitions")
+        part = "" if parts is None else ("; partitions: " + (join(parts) if any(parts.values()) else "none"))
+        print(f"  rabbitmq: {join(r['members'])}{part}" + (f" ({r['error']})" if r.get("error") else ""))

@@ -8,7 +8,7 @@ Sources (one thread each, so a slow one never holds back another):
 * ``heartbeat`` — heartbeat age per API node from ``GET /v2/os-services`` through the VIP
 * ``galera``    — ``mysql -e "SHOW STATUS LIKE 'wsrep_%'"`` on each db node over SSH
 * ``rabbitmq``  — a cluster (ha): ``rabbitmqctl cluster_status --formatter json`` over SSH, every
-  10 s under a guest-side ``timeout``: rabbitmqctl boots an Erlang VM per call, seconds of CPU on a
+  30 s under a guest-side ``timeout``: rabbitmqctl boots an Erlang VM per call, seconds of CPU on a
   TCG guest, and calls that outlived the SSH timeout piled up and took most of the broker's vCPU.
   A single broker (default lab): the AMQP protocol handshake on port 5672 every 0.5 s, from here.
   HAProxy's stats every 0.25 s (detection times are read from them), the rest every 0.5 s.
@@ -45,7 +45,7 @@ STATS_PORT = 8404
 HEARTBEAT_STALE_S = 3.0
 
 GALERA_QUERY = "mysql -B -e \"SHOW STATUS LIKE 'wsrep_%'\""
-RABBIT_QUERY = "timeout 8 rabbitmqctl cluster_status --formatter json"
+RABBIT_QUERY = "timeout 25 rabbitmqctl cluster_status --formatter json"  # 16 s seen with 12 TCG VMs
 AMQP_PORT = 5672
 AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
 
@@ -585,7 +585,7 @@ class AmqpProbe(Probe):
 
 class RabbitProbe(Probe):
     source = "rabbitmq"
-    interval_s = 10.0
+    interval_s = 30.0
 
     def __init__(self, nodes: list[str], ssh: SshRunner, hostnames: dict[str, str] | None = None):
         self.nodes, self.ssh = nodes, ssh

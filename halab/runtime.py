@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from halab.config import LabConfig
 from halab.faults import Faults
@@ -89,3 +90,57 @@ def open_live_lab(cfg: LabConfig, on_event: Callable | None = None) -> LiveLab:
     timeline = Timeline(keep_requests=True)
     faults = Faults(cfg, virt, ssh=ssh_runner(cfg, ssh), on_event=on_event or timeline.on_fault)
     return LiveLab(cfg, virt, ssh, faults, timeline)
+
+
+def role_health(live: LiveLab) -> dict[str, Any]:
+    """One reading of every role probe, as plain data for `status`: HAProxy backend states per
+    balancer, Galera size and node states, RabbitMQ members and partitions, API health and
+    heartbeat age per API node, and (several balancers) which one holds the VIP."""
+    from halab.probes import (
+        GaleraSample,
+        HAProxySample,
+        HealthSample,
+        HeartbeatSample,
+        LibvirtProbe,
+        ProbeSet,
+        RabbitSample,
+    )
+
+    cfg = live.cfg
+    secrets = load_or_create_secrets(cfg)
+    run = ssh_runner(cfg, live.ssh)
+    probes = ProbeSet.for_lab(cfg, live.virt, ssh=run,
+                              stats_auth=(secrets.haproxy_stats_user, secrets.haproxy_stats_password))
+    out: dict[str, Any] = {"haproxy": {}, "api": {}, "heartbeat_age_s": {}}
+    for probe in probes.probes:
+        if isinstance(probe, LibvirtProbe):
+            continue
+        s = probe.sample()
+        if isinstance(s, HAProxySample):
+            out["haproxy"][s.haproxy_node] = ({f"{v.proxy}/{v.server}": v.state for v in s.servers
+                                               if v.is_server} if s.ok else {"error": s.error})
+        elif isinstance(s, GaleraSample):
+            out["galera"] = {"size": s.cluster_size,
+                             "nodes": {n: g.state if g else "unreachable" for n, g in s.nodes.items()}}
+        elif isinstance(s, RabbitSample):
+            out["rabbitmq"] = {"members": dict(s.members),
+                               "partitions": (dict(s.status.partitions) if s.status is not None else None)}
+            if not s.ok:
+                out["rabbitmq"]["error"] = s.error
+        elif isinstance(s, HealthSample):
+            out["api"] = {n: (f"{st} ({s.details[n]})" if s.details.get(n) else st)
+                          for n, st in s.nodes.items()}
+        elif isinstance(s, HeartbeatSample):
+            out["heartbeat_age_s"] = {n: (round(a, 1) if a is not None else None) for n, a in s.ages.items()}
+    balancers = [n.name for n in cfg.nodes() if n.role == "haproxy"]
+    if len(balancers) > 1:
+        holders = []
+        for name in balancers:
+            try:
+                rc, text, _err = run(name, "ip -o -4 addr show")
+            except Exception:  # unreachable: it does not hold the VIP as far as anyone can tell
+                continue
+            if rc == 0 and f" {cfg.vip}/" in text:
+                holders.append(name)
+        out["vip_holders"] = holders
+    return out
