@@ -16,7 +16,7 @@ from halab.faults import Faults
 from halab.lifecycle import LabNotUp, lab_exists, lab_ssh
 from halab.measure import LabHandles
 from halab.secrets import load_or_create_secrets
-from halab.ssh import NodeSSH
+from halab.ssh import NodeSSH, SSHUnavailable
 from halab.timeline import Timeline
 from halab.virt import LabVirt
 
@@ -138,8 +138,8 @@ def role_health(live: LiveLab) -> dict[str, Any]:
         for name in balancers:
             try:
                 rc, text, _err = run(name, "ip -o -4 addr show")
-            except Exception:  # unreachable: it does not hold the VIP as far as anyone can tell
-                continue
+            except SSHUnavailable:  # unreachable: it does not hold the VIP as far as anyone can tell
+                continue  # (a wrong host key is not swallowed: HostKeyMismatch propagates)
             if rc == 0 and f" {cfg.vip}/" in text:
                 holders.append(name)
         out["vip_holders"] = holders
