@@ -90,9 +90,10 @@ halab_unit_file() {
     return 1
 }
 
-# tcp_open HOST PORT : true when something accepts a TCP connection there (1 s timeout).
+# tcp_open HOST PORT : true when something accepts a TCP connection there. The timeout covers
+# starting bash too, which takes seconds when a dozen TCG guests boot on two host cores.
 tcp_open() {
-    timeout 1 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null
+    timeout 5 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null
 }
 
 halab_ready() {

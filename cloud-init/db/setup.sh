@@ -22,7 +22,7 @@ if [ "{{profile}}" = "ha" ]; then
     fi
     step "enable clustercheck" halab_enable halab-clustercheck.service
     step "start clustercheck" systemctl start --no-block halab-clustercheck.service
-    step "wait for clustercheck" wait_for 60 tcp_open 127.0.0.1 {{galera_check_port}}
+    step "wait for clustercheck" wait_for 180 tcp_open 127.0.0.1 {{galera_check_port}}
 else
     step "enable mariadb" halab_enable mariadb.service
     step "start mariadb" systemctl start --no-block mariadb.service

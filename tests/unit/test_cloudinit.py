@@ -243,13 +243,10 @@ def test_keepalived_accepts_config(seeds, tmp_path):
     if not exe:
         pytest.skip("SKIPPED LOUDLY: keepalived is not installed; keepalived.conf was NOT checked with "
                     "`keepalived -t` (apt-get install keepalived)")
-    check = tmp_path / "check.sh"
-    check.write_text("#!/bin/sh\nexit 0\n")
-    check.chmod(0o755)
     for name in ("haproxy-1", "haproxy-2"):
         text = _files(seeds[("ha", "fast")][name])["/etc/keepalived/keepalived.conf"]["content"]
         conf = tmp_path / f"{name}.conf"
-        conf.write_text(text.replace("/usr/local/lib/halab/check_haproxy.sh", str(check)))
+        conf.write_text(text)
         r = subprocess.run([exe, "-t", "-f", str(conf)], capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, (name, r.stdout + r.stderr)
 
