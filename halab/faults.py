@@ -25,6 +25,7 @@ from typing import Any
 
 import libvirt
 
+from halab.boot_priority import BootPriority
 from halab.config import LabConfig
 from halab.errors import ConfigError, HalabError, UsageError
 from halab.paths import lab_state_dir
@@ -171,6 +172,8 @@ class Faults:
         self.store = FaultStore((state_dir or lab_state_dir(cfg.name)) / "faults.json")
         self.on_event = on_event
         self.clock = clock
+        # Set by processes that watch the lab (they settle it): a booting node yields CPU.
+        self.boot_priority: BootPriority | None = None
 
     # ---- bookkeeping -------------------------------------------------------------------------
     def active(self) -> list[ActiveFault]:
@@ -219,6 +222,8 @@ class Faults:
             raise UsageError(f"{node} is already shut off; `revive {node}` starts it")
         at = self.clock()
         self._call("kill", node, dom.destroy)
+        if self.boot_priority is not None:
+            self.boot_priority.forget(node)
         self.store.remove("pause", node)
         self.store.add(ActiveFault("kill", node, at))
         return self._emit("kill", node, at, "power cut (libvirt destroy)")
@@ -231,7 +236,7 @@ class Faults:
             if st == DomainState.CRASHED:
                 self._call("revive", node, dom.destroy)
             self._call("revive", node, dom.create)
-            detail = "started"
+            detail = self._booting(node, "started")
         elif st == DomainState.PAUSED:
             self._call("revive", node, dom.resume)
             detail = "was paused: resumed"
@@ -276,7 +281,11 @@ class Faults:
             self._call("reboot", node, lambda: dom.reset(0))
         else:
             self._call("reboot", node, lambda: dom.reboot(0))
-        return self._emit("reboot", node, at, "hard reset" if hard else "guest reboot")
+        return self._emit("reboot", node, at, self._booting(node, "hard reset" if hard else "guest reboot"))
+
+    def _booting(self, node: str, detail: str) -> str:
+        note = self.boot_priority.lower(node) if self.boot_priority is not None else ""
+        return f"{detail}; {note}" if note else detail
 
     # ---- network -----------------------------------------------------------------------------
     def _set_links(self, node: str, state: str) -> list[str]:

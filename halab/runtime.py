@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from halab.boot_priority import GIVE_UP_S, BootPriority
 from halab.config import LabConfig
 from halab.faults import Faults
 from halab.lifecycle import LabNotUp, lab_exists, lab_ssh
@@ -59,8 +60,18 @@ class LiveLab:
         self.probes.start()
         if traffic:
             self.traffic = TrafficGenerator.for_lab(self.cfg, self.timeline.add_request)
+        self.faults.boot_priority = self._boot_priority()
         self._ticker = threading.Thread(target=self._tick, name="timeline-ticker", daemon=True)
         self._ticker.start()
+
+    def _boot_priority(self) -> BootPriority:
+        def settled(node: str, timed_out: bool) -> None:
+            why = f"still silent after {GIVE_UP_S:.0f} s" if timed_out else "its service answers"
+            self.timeline.event("note", f"{node}: normal CPU share again ({why})", node=node, source="boot")
+
+        bp = BootPriority(self.cfg, self.virt, on_settled=settled)
+        bp.start()
+        return bp
 
     def _tick(self) -> None:
         while not self._stop.wait(0.25):
@@ -68,6 +79,9 @@ class LiveLab:
 
     def close(self) -> None:
         self._stop.set()
+        if self.faults.boot_priority is not None:
+            self.faults.boot_priority.stop()
+            self.faults.boot_priority = None
         for part in (self.traffic, self.probes):
             if part is not None and getattr(part, "running", True):
                 part.stop()

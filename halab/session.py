@@ -520,6 +520,16 @@ class LabSession:
             self.probes.start()
         except HalabError as exc:
             problems.append(f"probes not started: {exc}")
+            return
+        if hasattr(self.faults, "boot_priority"):
+            from halab.boot_priority import BootPriority
+
+            def settled(node: str, timed_out: bool) -> None:
+                self.record_event(f"{node}: normal CPU share again"
+                                  + (" (boot took too long)" if timed_out else ""), node=node)
+
+            self.faults.boot_priority = BootPriority(self.cfg, self.virt, on_settled=settled)
+            self.faults.boot_priority.start()
 
     def _poll_probes(self, problems: list[str]) -> None:
         """Pull the latest probe readings, if the probes expose them (``latest()``)."""
@@ -684,6 +694,9 @@ class LabSession:
         if self._closed:
             return
         self._closed = True
+        boot_priority = getattr(self.faults, "boot_priority", None)
+        if boot_priority is not None:
+            boot_priority.stop()
         for part in (self.traffic, self.probes, self.timeline):
             stop = getattr(part, "stop", None) or getattr(part, "close", None)
             if stop is not None:

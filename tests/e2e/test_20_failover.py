@@ -39,6 +39,16 @@ def _health_up_after(timeline: list[dict], node: str, after: float) -> float | N
     return None
 
 
+def _host_has_cpu_controller() -> bool:
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers")
+    return (v2.exists() and "cpu" in v2.read_text().split()) or Path("/sys/fs/cgroup/cpu/cpu.shares").exists()
+
+
+def _events(timeline: list[dict], node: str, source: str) -> list[dict]:
+    return [e for e in timeline
+            if e.get("type") == "event" and e.get("node") == node and e.get("source") == source]
+
+
 def test_kill_api_node_fast_preset(lab, tmp_path):
     r = _measure(lab, tmp_path, "kill", "api-2")
     assert r["detection_s"] is not None and r["detection_s"] <= 2.0, r["detection_event"]
@@ -51,6 +61,16 @@ def test_kill_api_node_fast_preset(lab, tmp_path):
     assert r["recovered_at"] - booted <= 3.0, (r["recovered_at"], booted)
     assert r["service_up_s"] == pytest.approx(booted - r["revive_at"], abs=0.01)
     assert r["rejoin_s"] <= 3.0
+    # The reviving node booted at a low CPU share and got it back once its API answered.
+    revived = _events(r["_timeline"], "api-2", "revive")
+    assert revived, "no revive event in the timeline"
+    if _host_has_cpu_controller():
+        assert "CPU share" in revived[-1]["message"], revived[-1]
+        settled = _events(r["_timeline"], "api-2", "boot")
+        assert settled and settled[0]["at"] >= r["revive_at"], settled
+        assert "its service answers" in settled[0]["message"]
+    else:
+        print("NOT CHECKED LOUDLY: this host mounts no cgroup CPU controller; api-2 booted at a normal share")
 
 
 def test_kill_db_shows_the_outage_and_recovery(lab, tmp_path):
