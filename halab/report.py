@@ -99,6 +99,8 @@ def render_markdown(result: ScenarioResult) -> str:
          s.detail) for s in r.steps]), ""]
     if r.problems:
         out += ["## Problems", ""] + [f"- {p}" for p in r.problems] + [""]
+    if r.notes:
+        out += ["## Notes", ""] + [f"- {n}" for n in r.notes] + [""]
     return "\n".join(out)
 
 
@@ -263,6 +265,9 @@ def _section(result: ScenarioResult, heading: str = "h2") -> str:
                            "yes" if s.ok else "NO", s.detail) for s in r.steps])]
     if r.problems:
         parts += [f"<{heading}>Problems</{heading}>", "<ul>" + "".join(f"<li>{e(p)}</li>" for p in r.problems)
+                  + "</ul>"]
+    if r.notes:
+        parts += [f"<{heading}>Notes</{heading}>", "<ul>" + "".join(f"<li>{e(n)}</li>" for n in r.notes)
                   + "</ul>"]
     return "\n".join(parts)
 

@@ -6,7 +6,7 @@ A scenario is a YAML file (``scenarios/<name>.yaml``)::
     description: One API node dies under load; HAProxy routes around it.
     profile: [default, ha]          # optional: the lab profiles it makes sense on
     preset: fast                    # optional: the HAProxy preset to run under
-    hypotheses:                     # checked over the whole run
+    hypotheses:                     # checked over the run, from the steady state on
       - failed_reads == 0
     steps:
       - traffic: {rate: 40}
@@ -39,6 +39,10 @@ Hypotheses (strings, or ``{check: STRING, profile: ha, name: ...}`` to apply on 
   detection_ratio) from ``halab.measure`` for the faults of the scope.
 * ``node X [back] UP|DOWN within N s`` — from the node's detection source (HAProxy for API nodes...).
 * ``writes stuck [in BUILD]`` — the client cannot complete writes (<= 10 % of writes succeed).
+
+Run hypotheses count from the end of the first ``wait: {until: steady N s}`` before any fault (the
+steady state the experiment starts from; what failed while the lab warmed up is reported as a note),
+or from the start when there is none.
 
 A broken hypothesis records when (seconds from the start of the run): the moment the record first
 made it false (e.g. the failure beyond the availability budget), not only the end of the step.
@@ -654,6 +658,7 @@ class EvalContext:
     measurements: list[tuple[AppliedFault, MeasureResult]]
     t0: float
     end: float
+    steady_at: float | None = None  # run hypotheses count from here (the steady state before any fault)
 
 
 def _fmt(v: float | None, unit: str = "") -> str:
@@ -833,6 +838,7 @@ class ScenarioResult:
     problems: list[str]
     traffic: list[dict[str, Any]]  # per second, relative: t, reads_ok, reads_err, ..., p50_ms, p99_ms
     events: list[dict[str, Any]]  # relative: t, kind, message, node, source
+    notes: list[str] = field(default_factory=list)  # worth knowing, not a failure
 
     @property
     def passed(self) -> bool:
@@ -863,6 +869,7 @@ class ScenarioResult:
             val = f" (value {_fmt(h.value)})" if h.value is not None and h.held else ""
             out.append(f"  {mark} [{h.scope}] {h.label}{when}{val}" + (f": {h.reason}" if h.reason else ""))
         out += [f"  problem: {p}" for p in self.problems]
+        out += [f"  note: {n}" for n in self.notes]
         return out
 
 
@@ -917,6 +924,8 @@ class ScenarioRunner:
         self.problems: list[str] = []
         self.steps: list[StepResult] = []
         self.step_spans: list[tuple[Step, float, float]] = []
+        self.steady_at: float | None = None
+        self.notes: list[str] = []
 
     @property
     def tl(self) -> Timeline:
@@ -971,6 +980,9 @@ class ScenarioRunner:
                 self.steps.append(StepResult(step.index, step.action, step.label, step.line, self._rel(at),
                                              self._rel(end), ok, detail))
                 self.step_spans.append((step, at, end))
+                if (ok and self.steady_at is None and not self.faults and step.action == "wait"
+                        and str(step.args.get("until", "")).startswith("steady")):
+                    self.steady_at = end
                 if not ok and step.action != "wait":
                     if i + 1 < len(sc.steps):
                         self.problems.append(f"stopped after step {step.index}; the remaining "
@@ -1135,8 +1147,14 @@ class ScenarioRunner:
     def _result(self, preset: str, end: float) -> ScenarioResult:
         measurements = self._measure(end)
         ctx = EvalContext(self.lab.cfg, self.tl.events(), self.tl.requests(), self.faults, measurements,
-                          self.t0, end)
+                          self.t0, end, self.steady_at)
         results = evaluate_all(self.sc, ctx, self.step_spans)
+        if self.steady_at is not None:
+            early = [r for r in self.tl.requests() if self.t0 <= r.scheduled < self.steady_at and not r.ok]
+            if early:
+                self.notes.append(
+                    f"{len(early)} request(s) failed while the lab warmed up, before the steady state at "
+                    f"t={self._rel(self.steady_at)} s; run hypotheses count from there")
         traffic = [{"t": b.second - self.t0, "reads_ok": b.read.ok, "reads_err": b.read.errors,
                     "writes_ok": b.write.ok, "writes_err": b.write.errors, "pages_ok": b.page.ok,
                     "pages_err": b.page.errors, "p50_ms": b.p50_ms, "p99_ms": b.p99_ms, "max_ms": b.max_ms}
@@ -1156,7 +1174,7 @@ class ScenarioRunner:
             lab=self.lab.cfg.name, profile=self.lab.cfg.profile, preset=preset, started_at=self.t0,
             duration_s=round(end - self.t0, 3),
             steps=self.steps, hypotheses=results, measurements=mdicts, problems=self.problems,
-            traffic=traffic, events=events)
+            traffic=traffic, events=events, notes=self.notes)
 
 
 def evaluate_all(sc: Scenario, ctx: EvalContext, spans: list[tuple[Step, float, float]]
@@ -1169,7 +1187,7 @@ def evaluate_all(sc: Scenario, ctx: EvalContext, spans: list[tuple[Step, float, 
         for h in step.expect:
             if h.applies_to(ctx.cfg.profile):
                 scope = "run" if h.scope == "run" else f"step {step.index}"
-                s0, s1 = (ctx.t0, ctx.end) if h.scope == "run" else (start, nxt)
+                s0, s1 = (ctx.steady_at or ctx.t0, ctx.end) if h.scope == "run" else (start, nxt)
                 out.append(evaluate(h, s0, s1, ctx, scope))
     ran = {s.index for s, _a, _b in spans}
     for step in sc.steps:
@@ -1181,7 +1199,7 @@ def evaluate_all(sc: Scenario, ctx: EvalContext, spans: list[tuple[Step, float, 
                                                 reason="its step never ran", name=h.name))
     for h in sc.hypotheses:
         if h.applies_to(ctx.cfg.profile):
-            out.append(evaluate(h, ctx.t0, ctx.end, ctx, "run"))
+            out.append(evaluate(h, ctx.steady_at or ctx.t0, ctx.end, ctx, "run"))
     return out
 
 

@@ -486,3 +486,48 @@ def test_with_rate_overrides_every_rated_traffic_step_only():
     assert slow.hypotheses == base.hypotheses
     with pytest.raises(UsageError, match="--rate"):
         base.with_rate(0)
+
+
+class WarmingSimLab(SimLab):
+    """Reads fail for the first ``warm`` seconds of traffic (a lab that has just booted, under TCG)."""
+
+    warm = 2.0
+
+    def _request(self, at: float) -> None:
+        if at < T0 + self.warm:
+            self.tl.add_request(RequestRecord("read", at, at, at + 2.0, False, "timeout", None, ()))
+            return
+        super()._request(at)
+
+
+WARMUP_SCENARIO = """
+name: warm-up
+hypotheses: [failed_reads == 0]
+steps:
+  - traffic: {rate: 20}
+{steady}  - fault: {action: kill, node: api-2}
+  - wait: {until: node api-2 DOWN, timeout: 30}
+  - revive: api-2
+  - wait: {until: recovered, timeout: 60}
+"""
+
+
+@pytest.mark.parametrize("with_steady", [True, False])
+def test_run_hypotheses_count_from_the_steady_state(with_steady):
+    steady = "  - wait: {until: steady 3 s, timeout: 60}\n" if with_steady else "  - wait: 1\n"
+    sc = parse_scenario(WARMUP_SCENARIO.replace("{steady}", steady), "warm-up.yaml")
+    tl = Timeline(clock=lambda: sim.now)
+    sim = WarmingSimLab(tl)
+    result = ScenarioRunner(LabHandles(CFG, tl, faults=sim, traffic=sim), sc, switch_preset=sim.switch,
+                            clock=sim.clock, sleep=sim.sleep).run()
+    if with_steady:
+        assert result.passed, result.summary_lines()
+        (note,) = result.notes
+        assert note.startswith("40 request(s) failed while the lab warmed up, before the steady state at t=")
+        assert "note: 40 request(s) failed" in "\n".join(result.summary_lines())
+    else:  # no steady state to start from: the warm-up failures count
+        assert not result.passed
+        (b,) = result.broken
+        # ... from the first warm-up read (sent at t=0, timed out 2 s later)
+        assert b.label == "failed_reads == 0" and b.broken_at_s == pytest.approx(2.0, abs=0.01)
+        assert result.notes == []
