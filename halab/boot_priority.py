@@ -25,13 +25,19 @@ import libvirt
 from halab.config import LabConfig
 from halab.errors import HalabError
 from halab.haproxy_config import API_PORT, GALERA_PORT, STATS_PORT
+from halab.probes import AMQP_PORT
 
 SHARE_DIVISOR = 64
 GIVE_UP_S = 900.0
-AMQP_PORT = 5672
 
 # The port whose answer means "this node's role is serving again".
 SERVICE_PORT = {"api": API_PORT, "db": GALERA_PORT, "mq": AMQP_PORT, "haproxy": STATS_PORT}
+
+
+def settled_text(node: str, timed_out: bool) -> str:
+    """The timeline line when a node gets its share back."""
+    why = f"still silent after {GIVE_UP_S:.0f} s" if timed_out else "its service answers"
+    return f"{node}: normal CPU share again ({why})"
 
 
 def tcp_answers(host: str, port: int, timeout: float = 0.3) -> bool:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from halab.boot_priority import GIVE_UP_S, BootPriority
+from halab.boot_priority import BootPriority, settled_text
 from halab.config import LabConfig
 from halab.faults import Faults
 from halab.lifecycle import LabNotUp, lab_exists, lab_ssh
@@ -66,8 +66,7 @@ class LiveLab:
 
     def _boot_priority(self) -> BootPriority:
         def settled(node: str, timed_out: bool) -> None:
-            why = f"still silent after {GIVE_UP_S:.0f} s" if timed_out else "its service answers"
-            self.timeline.event("note", f"{node}: normal CPU share again ({why})", node=node, source="boot")
+            self.timeline.event("note", settled_text(node, timed_out), node=node, source="boot")
 
         bp = BootPriority(self.cfg, self.virt, on_settled=settled)
         bp.start()

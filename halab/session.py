@@ -522,11 +522,10 @@ class LabSession:
             problems.append(f"probes not started: {exc}")
             return
         if hasattr(self.faults, "boot_priority"):
-            from halab.boot_priority import BootPriority
+            from halab.boot_priority import BootPriority, settled_text
 
             def settled(node: str, timed_out: bool) -> None:
-                self.record_event(f"{node}: normal CPU share again"
-                                  + (" (boot took too long)" if timed_out else ""), node=node)
+                self.record_event(settled_text(node, timed_out), node=node)
 
             self.faults.boot_priority = BootPriority(self.cfg, self.virt, on_settled=settled)
             self.faults.boot_priority.start()
