@@ -34,9 +34,10 @@ def register(sub) -> None:
     q.add_argument("--report", metavar="DIR")
     q.add_argument("--rate", type=float, metavar="OPS", help="traffic rate for every `traffic: {rate}` step")
     q.set_defaults(func=_compare)
-    p = sub.add_parser("bench", help="benchmark up, failover (kill api-2 under both presets) and down",
-                       description="Brings the lab up, measures kill api-2 under the fast and kolla presets, "
-                       "brings it down; prints JSON. Takes a long time.")
+    p = sub.add_parser("bench", help="benchmark up, failover (api-2, db-1, mq-1; both presets), down",
+                       description="Brings the lab up, measures kill api-2, kill db-1 and kill mq-1 under "
+                       "traffic with the fast and then the kolla preset, brings it down; prints JSON. "
+                       "Takes a long time (about half an hour under TCG).")
     p.add_argument("--json", metavar="FILE", help="also write the JSON here")
     p.add_argument("--keep", action="store_true", help="leave the lab up at the end")
     p.set_defaults(func=_bench)

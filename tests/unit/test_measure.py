@@ -251,3 +251,74 @@ def test_run_measurement_refuses_bad_input():
         run_measurement(lab, "kill", "api-9")
     with pytest.raises(UsageError, match="reboot"):
         run_measurement(lab, "reboot", "api-2")
+
+
+def test_bench_faults_are_the_ones_the_lab_has():
+    from halab.bench import bench_faults
+
+    assert bench_faults(CFG) == [("kill", "api-2"), ("kill", "db-1"), ("kill", "mq-1")]
+    assert bench_faults(HA) == [("kill", "api-2"), ("kill", "db-1"), ("kill", "mq-1")]
+
+
+def test_bench_matrix_measures_each_fault_under_each_preset_and_restores_the_lab_preset():
+    """The real orchestrator on the simulated lab: the kolla preset's slower checks show as a ratio."""
+    from halab.bench import measure_matrix
+
+    installed: list[str] = []
+    sims: list[SimLab] = []
+
+    def handles_for(pcfg):
+        tl = Timeline(clock=lambda: sims[-1].now, keep_requests=True)
+        sims.append(SimLab(tl, detect=1.25 if pcfg.haproxy.preset == "fast" else 9.5))
+        return LabHandles(pcfg, tl, faults=sims[-1], traffic=sims[-1])
+
+    def measure(handles, fault, node, plan, progress):
+        sim = handles.faults
+        return run_measurement(handles, fault, node, MeasurePlan(steady_s=3), progress=progress,
+                               clock=sim.clock, sleep=sim.sleep)
+
+    said: list[str] = []
+    out = measure_matrix(CFG, handles_for, lambda c: installed.append(c.haproxy.preset),
+                         [("kill", "api-2")], ("fast", "kolla"), say=said.append, measure=measure)
+    assert installed == ["fast", "kolla", CFG.haproxy.preset]
+    assert out["problems"] == []
+    assert out["failover"]["fast"]["kill api-2"]["detection_s"] == pytest.approx(1.25, abs=1e-3)
+    assert out["failover"]["kolla"]["kill api-2"]["detection_s"] == pytest.approx(9.5, abs=1e-3)
+    assert out["detection_ratio"]["kill api-2"] == {"fast": 1.0, "kolla": 7.6}
+    assert any(m.startswith("kolla kill api-2: ") for m in said)
+    json.dumps(out)
+
+
+def test_bench_matrix_records_a_failed_measurement_and_goes_on():
+    from halab.bench import measure_matrix
+
+    installed: list[str] = []
+    calls: list[tuple[str, str]] = []
+
+    class Result:
+        summary = "fine"
+
+        def __init__(self, detection):
+            self.detection = detection
+
+        def to_dict(self):
+            return {"detection_s": self.detection}
+
+    def measure(handles, fault, node, plan, progress):
+        calls.append((handles.cfg.haproxy.preset, node))
+        if node == "db-1":
+            raise HalabError("db-1 never came back")
+        return Result(2.0 if handles.cfg.haproxy.preset == "fast" else 10.0)
+
+    def install(c):
+        installed.append(c.haproxy.preset)
+        if c.haproxy.preset == "kolla":
+            raise HalabError("haproxy -c refused it")
+
+    out = measure_matrix(CFG, lambda c: LabHandles(c, Timeline(), None, None), install,
+                         [("kill", "api-2"), ("kill", "db-1")], ("fast", "kolla"), measure=measure)
+    assert calls == [("fast", "api-2"), ("fast", "db-1")]  # kolla never installed: nothing measured
+    assert installed == ["fast", "kolla", CFG.haproxy.preset]
+    assert out["problems"] == ["fast kill db-1: db-1 never came back", "kolla: haproxy -c refused it"]
+    assert out["failover"] == {"fast": {"kill api-2": {"detection_s": 2.0}}}
+    assert out["detection_ratio"] == {"kill api-2": {"fast": 1.0}}
