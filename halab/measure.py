@@ -60,6 +60,28 @@ def expected_detection(cfg: LabConfig, role: str) -> tuple[float | None, str]:
     return None, f"unknown role {role!r}"
 
 
+def steady_state(tl: Timeline, since: float, seconds: int, probes: Any | None, now: float) -> bool:
+    """The state an experiment starts from: ``seconds`` whole seconds of traffic without a failed
+    request, and every HAProxy backend UP with no backend change in that window. Error-free
+    traffic alone is not enough: a balancer already routing around a sick node serves fine, and
+    killing another node then measures a different story."""
+    last = [b for b in tl.buckets() if b.second >= since][-seconds:]
+    if not (len(last) == seconds and all(b.errors == 0 for b in last)
+            and all(b.read.ok + b.write.ok + b.page.ok > 0 for b in last)):
+        return False
+    if probes is None:
+        return True
+    if probes.backends_not_up():
+        return False
+    return not any(e.source == "haproxy" and e.node is not None
+                   for e in tl.events(kind="probe", since=now - seconds))
+
+
+def not_steady_why(probes: Any | None) -> str:
+    why = probes.backends_not_up() if probes is not None else []
+    return f"; not UP: {', '.join(why)}" if why else ""
+
+
 def detection_sources(cfg: LabConfig, role: str) -> tuple[str, ...]:
     if role == "api":
         return ("haproxy",)
@@ -324,15 +346,12 @@ def run_measurement(
         tl.note(f"measure {fault} {node}: traffic at {lab.traffic.rate:g} ops/s, waiting for steady state")
         say("waiting for steady traffic")
 
-        def steady() -> bool:
-            bs = [b for b in tl.buckets() if b.second >= t0]
-            last = bs[-plan.steady_s:]
-            return (len(last) == plan.steady_s and all(b.errors == 0 for b in last)
-                    and all(b.read.ok + b.write.ok + b.page.ok > 0 for b in last))
-
-        if not wait_until(steady, plan.steady_timeout_s):
-            raise HalabError(f"traffic never ran {plan.steady_s} s without errors within "
-                             f"{plan.steady_timeout_s:g} s; is the lab healthy? (`./lab.py status`)")
+        if not wait_until(lambda: steady_state(tl, t0, plan.steady_s, lab.probes, clock()),
+                          plan.steady_timeout_s):
+            why = not_steady_why(lab.probes)
+            raise HalabError(f"no steady state within {plan.steady_timeout_s:g} s ({plan.steady_s} s of "
+                             f"traffic without errors, every HAProxy backend UP){why}; "
+                             "is the lab healthy? (`./lab.py status`)")
 
         say(f"injecting {fault} on {node}")
         fe = lab.faults.apply(fault, node, **(fault_params or {}))

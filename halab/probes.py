@@ -700,6 +700,22 @@ class ProbeSet:
         with self._lock:
             return dict(self._latest)
 
+    def backends_not_up(self) -> list[str]:
+        """Why HAProxy is not routing to every backend right now: servers not UP, balancers whose
+        stats do not answer or have not been read yet. Empty when every balancer sees all UP."""
+        balancers = [p.haproxy_node for p in self.probes if isinstance(p, HAProxyProbe)]
+        current = self.detector.current()
+        out = []
+        for b in balancers:
+            probe_state = current.get(f"haproxy:{b}:probe")
+            if probe_state != "ok":
+                out.append(f"{b} stats {'not read yet' if probe_state is None else probe_state}")
+                continue
+            prefix = f"haproxy:{b}:"
+            out += [f"{key[len(prefix):]} {state} on {b}" for key, state in sorted(current.items())
+                    if key.startswith(prefix) and "/" in key and state not in ("UP", "no check")]
+        return out
+
     def latest(self) -> dict[str, NodeReading]:
         """Per node: health (API /healthcheck or cluster state), HAProxy backend state, detail."""
         samples = self.latest_samples()

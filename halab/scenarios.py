@@ -24,7 +24,8 @@ Steps (one action each, optional ``name`` and ``expect``):
 
 * ``traffic: {rate: N}`` starts (or re-rates) client traffic; ``traffic: stop`` stops it.
 * ``wait: N`` / ``wait: {seconds: N}`` / ``wait: {until: CONDITION, timeout: N}`` where CONDITION is
-  ``node X DOWN``, ``node X UP``, ``detected`` / ``recovered`` (the last fault), ``steady N s``.
+  ``node X DOWN``, ``node X UP``, ``detected`` / ``recovered`` (the last fault), ``steady N s`` (N s of
+  traffic without a failed request while every HAProxy backend stays UP).
 * ``fault: {action, node, params}`` — kill, pause, netcut, netem, stop-service, reboot.
 * ``revive: NODE`` / ``undo: {node, action}`` (or ``undo: last``) reverses the scenario's fault.
 * ``restore: all`` undoes every active fault of the lab.
@@ -74,7 +75,14 @@ from halab.config import (
 )
 from halab.errors import ConfigError, HalabError, UsageError
 from halab.faults import UNDO
-from halab.measure import LabHandles, MeasureResult, detection_sources, measure_failover
+from halab.measure import (
+    LabHandles,
+    MeasureResult,
+    detection_sources,
+    measure_failover,
+    not_steady_why,
+    steady_state,
+)
 from halab.measure import _matches as state_change_matches  # the measurement's own matcher
 from halab.timeline import Event, RequestRecord, Timeline, percentile
 
@@ -1049,11 +1057,7 @@ class ScenarioRunner:
         if m:
             n = int(m["n"])
 
-            def steady() -> bool:
-                last = [b for b in self.tl.buckets() if b.second >= since][-n:]
-                return (len(last) == n and all(b.errors == 0 for b in last)
-                        and all(b.read.ok + b.write.ok + b.page.ok > 0 for b in last))
-            return steady
+            return lambda: steady_state(self.tl, since, n, self.lab.probes, self.clock())
         f = self._last_fault()
         if cond == "detected":
             sources = detection_sources(self.cfg, self.cfg.node(f.node).role)
@@ -1085,8 +1089,9 @@ class ScenarioRunner:
             start = self.clock()
             if self._wait(self._condition(a["until"], start), a["timeout"]):
                 return True, f"reached after {self.clock() - start:.1f} s"
-            self.tl.note(f"{a['until']!r} not reached within {a['timeout']:g} s", source="scenario")
-            return False, f"{a['until']!r} not reached within {a['timeout']:g} s"
+            why = not_steady_why(lab.probes) if str(a["until"]).startswith("steady") else ""
+            self.tl.note(f"{a['until']!r} not reached within {a['timeout']:g} s{why}", source="scenario")
+            return False, f"{a['until']!r} not reached within {a['timeout']:g} s{why}"
         if step.action == "fault":
             self.cfg.node(a["node"])
             fe = lab.faults.apply(a["action"], a["node"], **a["params"])

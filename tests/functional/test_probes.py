@@ -282,3 +282,17 @@ def test_amqp_probe_needs_a_real_protocol_answer():
     # One broker: no rabbitmqctl (an Erlang VM per call) at all; a cluster: rabbitmqctl, slowly.
     assert "AmqpProbe" in kinds("default") and "RabbitProbe" not in kinds("default")
     assert "RabbitProbe" in kinds("ha") and "AmqpProbe" not in kinds("ha")
+
+
+def test_backends_not_up_names_each_server_and_each_unread_balancer():
+    body = (FIX / "haproxy" / "stats-2.6-two-down.csv").read_text()
+    answers = iter([(200, {}, body), (200, {}, body.replace(",DOWN,", ",UP,")), (503, {}, "")])
+    probe = HAProxyProbe("haproxy-1", "10.0.0.2", ("halab", "pw"), fetch=lambda *_a: next(answers))
+    ps = ProbeSet([probe])
+    assert ps.backends_not_up() == ["haproxy-1 stats not read yet"]
+    ps.sample_once(probe)
+    assert ps.backends_not_up() == ["api_nodes/api-3 DOWN on haproxy-1", "api_nodes/api-4 DOWN on haproxy-1"]
+    ps.sample_once(probe)
+    assert ps.backends_not_up() == []
+    ps.sample_once(probe)
+    assert ps.backends_not_up() == ["haproxy-1 stats unreachable"]

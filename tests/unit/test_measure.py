@@ -322,3 +322,43 @@ def test_bench_matrix_records_a_failed_measurement_and_goes_on():
     assert out["problems"] == ["fast kill db-1: db-1 never came back", "kolla: haproxy -c refused it"]
     assert out["failover"] == {"fast": {"kill api-2": {"detection_s": 2.0}}}
     assert out["detection_ratio"] == {"kill api-2": {"fast": 1.0}}
+
+
+class SickBackend:
+    """Probes whose HAProxy sees api-1 DOWN until ``until``, then UP (with the change event)."""
+
+    def __init__(self, sim: SimLab, tl: Timeline, until: float):
+        self.sim, self.tl, self.until, self.announced = sim, tl, until, False
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def backends_not_up(self) -> list[str]:
+        if self.sim.now < self.until:
+            return ["api_nodes/api-1 DOWN on haproxy-1"]
+        if not self.announced:
+            self.announced = True
+            self.tl.add_event(probe(self.until, "api-1", "DOWN", "UP", "up"))
+        return []
+
+
+def test_steady_state_needs_every_backend_up_not_only_clean_traffic():
+    tl = Timeline(clock=lambda: sim.now)
+    sim = SimLab(tl)
+    sick = SickBackend(sim, tl, until=T0 + 20)
+    lab = LabHandles(CFG, tl, faults=sim, traffic=sim, probes=sick)
+    r = run_measurement(lab, "kill", "api-2", MeasurePlan(steady_s=3), clock=sim.clock, sleep=sim.sleep)
+    # Traffic was clean from the start; the fault waited for api-1 UP plus 3 quiet seconds.
+    assert T0 + 23 <= r.fault_at < T0 + 25
+    assert r.detection_s == pytest.approx(1.25, abs=1e-6)
+
+
+def test_no_steady_state_says_which_backend_is_not_up():
+    tl = Timeline(clock=lambda: sim.now)
+    sim = SimLab(tl)
+    lab = LabHandles(CFG, tl, faults=sim, traffic=sim, probes=SickBackend(sim, tl, until=T0 + 1e9))
+    with pytest.raises(HalabError, match="not UP: api_nodes/api-1 DOWN on haproxy-1"):
+        run_measurement(lab, "kill", "api-2", MeasurePlan(steady_s=3, steady_timeout_s=30),
+                        clock=sim.clock, sleep=sim.sleep)
+    assert not sim.dead  # nothing was injected

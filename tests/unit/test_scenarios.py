@@ -531,3 +531,38 @@ def test_run_hypotheses_count_from_the_steady_state(with_steady):
         # ... from the first warm-up read (sent at t=0, timed out 2 s later)
         assert b.label == "failed_reads == 0" and b.broken_at_s == pytest.approx(2.0, abs=0.01)
         assert result.notes == []
+
+
+class DownBackend:
+    """Probes whose HAProxy sees api-1 DOWN until ``until`` (virtual time)."""
+
+    def __init__(self, sim, until: float):
+        self.sim, self.until = sim, until
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def backends_not_up(self) -> list[str]:
+        return ["api_nodes/api-1 DOWN on haproxy-1"] if self.sim.now < self.until else []
+
+
+@pytest.mark.parametrize("healed_after", [20.0, None])
+def test_steady_waits_for_every_backend_up_and_says_which_is_not(healed_after):
+    sc = parse_scenario(WARMUP_SCENARIO.replace("{steady}", "  - wait: {until: steady 3 s, timeout: 60}\n"),
+                        "s.yaml")
+    tl = Timeline(clock=lambda: sim.now)
+    sim = SimLab(tl)
+    probes = DownBackend(sim, T0 + (healed_after if healed_after is not None else 1e9))
+    result = ScenarioRunner(LabHandles(CFG, tl, faults=sim, traffic=sim, probes=probes), sc,
+                            switch_preset=sim.switch, clock=sim.clock, sleep=sim.sleep).run()
+    wait = result.steps[1]
+    if healed_after is not None:
+        assert result.passed, result.summary_lines()
+        assert wait.ok and wait.ended_s == pytest.approx(healed_after, abs=0.2)
+    else:
+        assert not result.passed
+        assert not wait.ok
+        assert wait.detail == ("'steady 3 s' not reached within 60 s; not UP: api_nodes/api-1 DOWN on "
+                               "haproxy-1")
+        assert not sim.dead  # the fault step never ran on an unsteady lab
