@@ -117,10 +117,22 @@ class HAProxySettings:
     timeout_check_ms: int = 2000
     read_timeout_ms: int = 1500  # 0: none apart from timeout_server_ms
 
-    def expected_detection_s(self) -> float:
-        """Worst-case time from a dead server to DOWN: first failed check at `inter`, the rest at
-        `fastinter` (HAProxy switches to fastinter once a check has failed)."""
-        return (self.inter_ms + (self.fall - 1) * self.fastinter_ms) / 1000.0
+    def expected_detection_s(self, silent: bool = True) -> float:
+        """Worst-case time from a failed server to DOWN. The first failed check starts up to `inter`
+        after the failure, the others `fastinter` after the previous one ended. A silent server
+        (powered off, paused, cut off) makes every check wait out its connect timeout, which HAProxy
+        takes as min(timeout connect, inter) once `timeout check` is set; a server that refuses the
+        connection (service stopped) fails each check at once. Measured under TCG: kolla 19-20 s for
+        a killed node (inter x fall alone would say 10 s), fast 1.2-2.1 s."""
+        wait = min(self.timeout_connect_ms, self.inter_ms) if silent else 0
+        return (self.inter_ms + (self.fall - 1) * self.fastinter_ms + self.fall * wait) / 1000.0
+
+    def detection_basis(self, silent: bool = True) -> str:
+        base = f"HAProxy inter {self.inter_ms} ms + (fall {self.fall} - 1) x fastinter {self.fastinter_ms} ms"
+        if not silent:
+            return base + " (a refused connection fails each check at once)"
+        wait = min(self.timeout_connect_ms, self.inter_ms)
+        return base + f" + fall x connect wait {wait} ms (a silent node: each check waits out its connect)"
 
 
 @dataclass(frozen=True)

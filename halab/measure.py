@@ -36,13 +36,17 @@ GALERA_SUSPECT_TIMEOUT_S = 5.0  # evs.suspect_timeout (PT5S, Galera's default)
 RABBIT_NET_TICKTIME_S = 60.0
 
 
-def expected_detection(cfg: LabConfig, role: str) -> tuple[float | None, str]:
-    """(seconds, how it was computed) for a node of ``role`` failing; None when nothing in the lab
-    is configured to notice (e.g. the only DB of the default profile)."""
+# Faults after which a node answers nothing at all (no RST): health checks wait out their timeout.
+REFUSING_FAULTS = frozenset({"stop-service"})
+
+
+def expected_detection(cfg: LabConfig, role: str, fault: str = "kill") -> tuple[float | None, str]:
+    """(seconds, how it was computed) for a node of ``role`` failing by ``fault``; None when nothing
+    in the lab is configured to notice (e.g. the only DB of the default profile)."""
     h = cfg.haproxy
     if role == "api":
-        return h.expected_detection_s(), (
-            f"HAProxy inter {h.inter_ms} ms + (fall {h.fall} - 1) x fastinter {h.fastinter_ms} ms")
+        silent = fault not in REFUSING_FAULTS
+        return h.expected_detection_s(silent), h.detection_basis(silent)
     if role == "haproxy":
         if cfg.roles["haproxy"].count < 2:
             return None, "single HAProxy: nothing takes over"
@@ -182,7 +186,7 @@ def measure_failover(
     revive_ev = next((e for e in evs if e.kind == "fault" and e.node == node and e.at >= fault_at
                       and (e.data.get("action") or e.source) in (undo, "revive")), None)
     revive_at = revive_ev.at if revive_ev else None
-    expected, basis = expected_detection(cfg, role)
+    expected, basis = expected_detection(cfg, role, fault)
     sources = detection_sources(cfg, role)
     notes: list[str] = []
 
@@ -318,7 +322,7 @@ def run_measurement(
     if not tl.keep_requests:
         raise UsageError("run_measurement needs a Timeline(keep_requests=True): client impact is "
                          "computed from each request")
-    expected, _basis = expected_detection(cfg, role)
+    expected, _basis = expected_detection(cfg, role, fault)
     detect_timeout = plan.detect_timeout_s or (3 * (expected or 5.0) + 10.0)
     say = progress or (lambda _m: None)
     injected = undone = False

@@ -36,8 +36,13 @@ def req(kind, at, ok=True, latency=0.01, node="api-1", error=None):
 
 
 def test_expected_detection_from_config():
-    assert expected_detection(CFG, "api")[0] == pytest.approx(1.25)  # 1000 + 1 x 250 ms
-    assert expected_detection(KOLLA, "api")[0] == pytest.approx(10.0)  # 2000 + 4 x 2000 ms
+    # A killed node answers nothing: each failed check also waits min(timeout connect, inter).
+    assert expected_detection(CFG, "api")[0] == pytest.approx(2.25)  # 1000 + 1 x 250 + 2 x 500 ms
+    assert expected_detection(KOLLA, "api")[0] == pytest.approx(20.0)  # 2000 + 4 x 2000 + 5 x 2000 ms
+    assert "connect wait 2000 ms" in expected_detection(KOLLA, "api", "kill")[1]
+    # A stopped service refuses the connection: each check fails at once.
+    assert expected_detection(CFG, "api", "stop-service")[0] == pytest.approx(1.25)
+    assert expected_detection(KOLLA, "api", "stop-service")[0] == pytest.approx(10.0)
     assert expected_detection(HA, "haproxy")[0] == pytest.approx(3 + 156 / 256)
     assert expected_detection(HA, "db")[0] == 5.0
     assert expected_detection(CFG, "db")[0] is None
@@ -63,7 +68,7 @@ def test_known_answers_api_kill():
     reqs.append(req("read", T0 + 45.4, node="api-2"))
     r = measure_failover(CFG, events, reqs, "kill", "api-2")
     assert r.detection_s == pytest.approx(1.3)
-    assert r.expected_detection_s == pytest.approx(1.25)
+    assert r.expected_detection_s == pytest.approx(2.25)
     assert (r.failed_reads, r.failed_writes, r.failed_pages) == (0, 2, 1)
     assert r.error_window_s == pytest.approx(12.6 - 10.2)  # page ended at 10.6 + 2.0
     assert r.max_latency_ms == pytest.approx(2000.0)
@@ -232,7 +237,7 @@ def test_run_measurement_on_simulated_lab(cfg, detect):
     r = run_measurement(lab, "kill", "api-2", MeasurePlan(steady_s=3), progress=steps.append,
                         clock=sim.clock, sleep=sim.sleep)
     assert r.detection_s == pytest.approx(detect, abs=1e-6)
-    assert r.expected_detection_s == pytest.approx(1.25 if cfg is CFG else 10.0)
+    assert r.expected_detection_s == pytest.approx(2.25 if cfg is CFG else 20.0)
     assert r.failed_reads == 0 and r.failed_pages == 0
     # Exactly the writes the simulation routed to api-2 before it was marked DOWN.
     assert r.failed_writes == sim.failed_writes > 0

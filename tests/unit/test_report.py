@@ -47,7 +47,7 @@ def test_markdown_tables(passed, broken):
     assert md.startswith("# Scenario api-node-loss: PASSED")
     assert ("| fault | preset | detection | expected | failed r/w/p | error window | max latency | "
             "recovery |") in md
-    assert re.search(r"\| kill api-2 \(t=[\d.]+ s\) \| fast \| 1\.25 s \| 1\.25 s \| 0/\d+/0 \|", md)
+    assert re.search(r"\| kill api-2 \(t=[\d.]+ s\) \| fast \| 1\.25 s \| 2\.25 s \| 0/\d+/0 \|", md)
     assert "| failed_reads == 0 | run | held |" in md
     mdb = render_markdown(broken)
     assert mdb.startswith("# Scenario broken-on-purpose: FAILED")
