@@ -40,6 +40,7 @@ def register(sub) -> None:
                        "Takes a long time (about half an hour under TCG).")
     p.add_argument("--json", metavar="FILE", help="also write the JSON here")
     p.add_argument("--keep", action="store_true", help="leave the lab up at the end")
+    p.add_argument("--timeline", metavar="FILE", help="also write the run's timeline (JSON Lines) here")
     p.set_defaults(func=_bench)
 
 
@@ -177,7 +178,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     cfg = config_from(args)
     data = run_bench(cfg, progress=lambda m: print(f"bench: {m}", file=sys.stderr, flush=True),
-                     keep=args.keep)
+                     keep=args.keep, timeline_path=args.timeline)
     print_json(data)
     if args.json:
         Path(args.json).write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")

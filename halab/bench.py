@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from halab.config import HAPROXY_PRESETS, LabConfig
@@ -84,7 +85,10 @@ def detection_ratios(failover: dict[str, dict[str, Any]],
 
 
 def run_bench(cfg: LabConfig, progress: Say | None = None, *, keep: bool = False,
-              presets: tuple[str, ...] = HAPROXY_PRESETS, plan: MeasurePlan | None = None) -> dict[str, Any]:
+              presets: tuple[str, ...] = HAPROXY_PRESETS, plan: MeasurePlan | None = None,
+              timeline_path: str | Path | None = None) -> dict[str, Any]:
+    """``timeline_path``: the whole run's events, traffic and requests as JSON Lines, to see why a
+    number came out as it did."""
     from halab import lifecycle
     from halab.runtime import open_live_lab, ssh_runner
     from halab.scenarios import push_haproxy_config
@@ -108,8 +112,12 @@ def run_bench(cfg: LabConfig, progress: Say | None = None, *, keep: bool = False
                 handles.cfg = pcfg
                 return handles
 
-            out.update(measure_matrix(cfg, handles_for, lambda c: push_haproxy_config(c, run), faults,
-                                      presets, plan, say))
+            try:
+                out.update(measure_matrix(cfg, handles_for, lambda c: push_haproxy_config(c, run), faults,
+                                          presets, plan, say))
+            finally:
+                if timeline_path is not None:
+                    live.timeline.write_jsonl(timeline_path)
     except HalabError as exc:
         out["problems"].append(str(exc))
     if not keep:
