@@ -63,7 +63,10 @@ def measure_matrix(
                 failover.setdefault(preset, {})[name] = r.to_dict()
                 say(f"{preset} {name}: {r.summary}")
     finally:
-        install(cfg)
+        try:
+            install(cfg)
+        except HalabError as exc:
+            problems.append(f"putting back the lab's own preset {cfg.haproxy.preset}: {exc}")
     return {"failover": failover, "detection_ratio": detection_ratios(failover, presets),
             "problems": problems}
 

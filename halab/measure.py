@@ -36,7 +36,8 @@ GALERA_SUSPECT_TIMEOUT_S = 5.0  # evs.suspect_timeout (PT5S, Galera's default)
 RABBIT_NET_TICKTIME_S = 60.0
 
 
-# Faults after which a node answers nothing at all (no RST): health checks wait out their timeout.
+# Faults after which the node still answers, with a refused connection: each health check fails at
+# once. Every other fault (kill, pause, netcut) leaves it silent: each check waits out its connect.
 REFUSING_FAULTS = frozenset({"stop-service"})
 
 
