@@ -515,7 +515,7 @@ class LabSession:
 
             secrets = load_or_create_secrets(self.cfg)
             self.probes = mod.ProbeSet.for_lab(
-                self.cfg, self.virt, stats_auth=("halab", secrets.haproxy_stats_password),
+                self.cfg, self.virt, stats_auth=(secrets.haproxy_stats_user, secrets.haproxy_stats_password),
                 ssh=getattr(self.faults, "ssh", None), timeline=self.timeline)
             self.probes.start()
         except HalabError as exc:
