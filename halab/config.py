@@ -123,7 +123,7 @@ class HAProxySettings:
         (powered off, paused, cut off) makes every check wait out its connect timeout, which HAProxy
         takes as min(timeout connect, inter) once `timeout check` is set; a server that refuses the
         connection (service stopped) fails each check at once. Measured under TCG: kolla 19-20 s for
-        a killed node (inter x fall alone would say 10 s), fast 1.2-2.1 s."""
+        a killed node (inter x fall alone would say 10 s), fast 0.6-2.2 s."""
         wait = min(self.timeout_connect_ms, self.inter_ms) if silent else 0
         return (self.inter_ms + (self.fall - 1) * self.fastinter_ms + self.fall * wait) / 1000.0
 
