@@ -4,6 +4,7 @@ libvirt's test:///default driver, with recorded samples and a fixed clock."""
 from __future__ import annotations
 
 import sys
+import uuid
 from datetime import UTC
 from pathlib import Path
 
@@ -345,6 +346,9 @@ async def test_no_lab_then_up(tmp_path, monkeypatch):
     import libvirt
 
     conn = libvirt.open("test:///default")
+    # test:///default is shared by the whole process and this test leaves its lab's domains
+    # defined: a name of its own (id(conn) was reused by the next test's connection).
+    lab_name = f"empty{uuid.uuid4().hex[:8]}"
     box: dict[str, LabSession] = {}
 
     def factory() -> LabSession:
@@ -352,7 +356,7 @@ async def test_no_lab_then_up(tmp_path, monkeypatch):
         from halab.virt import LabVirt
         from tui.demo import demo_config
 
-        cfg = demo_config(name=f"empty{id(conn) % 10000}")
+        cfg = demo_config(name=lab_name)
         virt = LabVirt(cfg, conn)
         box["s"] = LabSession(cfg, virt=virt, faults=Faults(cfg, virt, state_dir=tmp_path),
                               clock=lambda: T0)
@@ -384,13 +388,14 @@ async def test_no_lab_up_failure_is_shown_in_full(tmp_path):
     import libvirt
 
     conn = libvirt.open("test:///default")
+    lab_name = f"empty{uuid.uuid4().hex[:8]}"
 
     def factory() -> LabSession:
         from halab.faults import Faults
         from halab.virt import LabVirt
         from tui.demo import demo_config
 
-        cfg = demo_config(name=f"empty{id(conn) % 10000}")
+        cfg = demo_config(name=lab_name)
         virt = LabVirt(cfg, conn)
         return LabSession(cfg, virt=virt, faults=Faults(cfg, virt, state_dir=tmp_path), clock=lambda: T0)
 
