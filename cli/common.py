@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from halab.config import LabConfig, load_config
-from halab.errors import NotAvailableYet
+from halab.errors import NotAvailableYet, UsageError
 
 
 def config_from(args: argparse.Namespace) -> LabConfig:
@@ -16,6 +18,23 @@ def config_from(args: argparse.Namespace) -> LabConfig:
 
     cfg = load_config(getattr(args, "config", None))
     return cfg.for_accel(lab_accel(cfg))
+
+
+def check_output_files(args: argparse.Namespace, *options: str) -> None:
+    """Refuse an output path that cannot be written before a long run starts, not after it."""
+    for option in options:
+        value = getattr(args, option, None)
+        if not value:
+            continue
+        path = Path(value)
+        flag = f"--{option.replace('_', '-')}"
+        if path.is_dir():
+            raise UsageError(f"{flag} {value}: is a directory; give a file name")
+        parent = path.parent
+        if not parent.is_dir():
+            raise UsageError(f"{flag} {value}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise UsageError(f"{flag} {value}: directory {parent} is not writable")
 
 
 def print_json(data: Any) -> None:

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from cli.common import config_from, print_json
+from cli.common import check_output_files, config_from, print_json
 from halab.runtime import open_live_lab
 
 SIMPLE = {
@@ -125,6 +125,7 @@ def _print_item(item) -> None:
 def _measure(args: argparse.Namespace) -> int:
     from halab.measure import MeasurePlan, run_measurement
 
+    check_output_files(args, "json", "timeline")
     cfg = config_from(args)
     cfg.node(args.node)
     with open_live_lab(cfg) as live:

@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from cli.common import config_from, print_json
+from cli.common import check_output_files, config_from, print_json
 
 
 def register(sub) -> None:
@@ -176,6 +176,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from halab.bench import run_bench
 
+    check_output_files(args, "json", "timeline")
     cfg = config_from(args)
     data = run_bench(cfg, progress=lambda m: print(f"bench: {m}", file=sys.stderr, flush=True),
                      keep=args.keep, timeline_path=args.timeline)

@@ -120,7 +120,10 @@ def run_bench(cfg: LabConfig, progress: Say | None = None, *, keep: bool = False
                                           presets, plan, say))
             finally:
                 if timeline_path is not None:
-                    live.timeline.write_jsonl(timeline_path)
+                    try:
+                        live.timeline.write_jsonl(timeline_path)
+                    except OSError as exc:  # the lab still goes down below
+                        out["problems"].append(f"timeline not written to {timeline_path}: {exc}")
     except HalabError as exc:
         out["problems"].append(str(exc))
     if not keep:
