@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "cli.doctor_cmd",
     "cli.image_cmd",
     "cli.lab_cmd",
+    "cli.warm_cmd",
     "cli.fault_cmd",
     "cli.scenario_cmd",
     "cli.tui_cmd",

@@ -29,6 +29,14 @@ def register(sub) -> None:
         p.add_argument("node", help="node name, e.g. api-2")
         if name.endswith("-service"):
             p.add_argument("--service", help="service name (default: the role's main service)")
+        if name == "revive":
+            how = p.add_mutually_exclusive_group()
+            how.add_argument("--warm", dest="warm", action="store_true", default=None,
+                             help="from the `ready` checkpoint in seconds (api and haproxy nodes only)")
+            how.add_argument("--cold", dest="warm", action="store_false",
+                             help="a boot (default for db and mq; lab.yaml `revive:` sets the rest)")
+            p.add_argument("--from", dest="checkpoint", default="ready", metavar="NAME",
+                           help="the checkpoint a warm revive comes from (default: ready)")
         p.set_defaults(func=_simple, action=name)
     p = sub.add_parser("netem", help="add latency/loss on the node's host-side interface (tc netem)")
     p.add_argument("node")
@@ -58,6 +66,8 @@ def _simple(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     cfg.node(args.node)  # clear error for an unknown node before touching anything
     params = {"service": args.service} if getattr(args, "service", None) else {}
+    if args.action == "revive":
+        params = {"warm": args.warm, "checkpoint": args.checkpoint}
     with open_live_lab(cfg) as live:
         ev = live.faults.apply(args.action, args.node, **params)
     print(ev.message)

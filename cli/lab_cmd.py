@@ -14,6 +14,8 @@ def register(sub) -> None:
     p = sub.add_parser("up", help="build the lab (image, seeds, terraform apply, wait for cloud-init)",
                        description="Build or converge the lab. Re-running on a healthy lab changes nothing.")
     p.add_argument("--json", metavar="FILE", help="also write the summary (nodes, phases) as JSON")
+    p.add_argument("--no-checkpoint", action="store_true",
+                   help="do not take the `ready` checkpoint when the lab is first ready")
     p.set_defaults(func=_up)
     p = sub.add_parser("down", help="destroy everything the lab owns (idempotent)",
                        description="Destroy the lab's domains, volumes, seeds, network, pool and state.")
@@ -54,7 +56,13 @@ def _summary(res: lifecycle.UpResult) -> None:
 
 def _up(args: argparse.Namespace) -> int:
     cfg = config_from(args)
-    res = _run_interruptible(lifecycle.up, cfg)
+    cancel = threading.Event()
+    try:
+        res = lifecycle.up(cfg, progress=_printer, cancel=cancel,
+                           checkpoint=False if args.no_checkpoint else None)
+    except KeyboardInterrupt:
+        cancel.set()
+        raise
     _summary(res)
     if args.json:
         import json
@@ -102,16 +110,18 @@ def _status(args: argparse.Namespace) -> int:
         return 1
     nodes = lifecycle.node_statuses(cfg, check_ssh=not args.no_ssh)
     roles = None
-    if not args.no_ssh:
+    stopped = bool(nodes) and all(n.state == "saved" for n in nodes)
+    if not args.no_ssh and not stopped:
         from halab.runtime import open_live_lab, role_health
 
         with open_live_lab(cfg) as live:
             roles = role_health(live)
     if args.json:
-        print_json({"lab": cfg.name, "up": True, "vip": cfg.vip,
+        print_json({"lab": cfg.name, "up": True, "stopped": stopped, "vip": cfg.vip,
                     "nodes": [n.__dict__ for n in nodes], "roles": roles})
         return 0
-    print(f"lab {cfg.name}  VIP {cfg.vip}")
+    print(f"lab {cfg.name}  VIP {cfg.vip}" + ("  STOPPED (saved to disk; ./lab.py start brings it back)"
+                                            if stopped else ""))
     for n in nodes:
         reach = {True: "reachable", False: "unreachable", None: "-"}[n.reachable]
         print(f"  {n.name:<10} {n.role:<8} {n.ip:<15} {n.state:<9} {reach}")

@@ -27,7 +27,11 @@ NETWORK_MODES = ("nat", "isolated")
 HAPROXY_PRESETS = ("fast", "kolla")
 TCG_TRAFFIC_RATE = 8.0  # default operations/s under software emulation (see LabConfig.for_accel)
 CONFIG_ENV = "HALAB_CONFIG"
-TOP_KEYS = ("name", "profile", "network", "roles", "image", "accel", "libvirt_uri", "haproxy", "traffic")
+TOP_KEYS = ("name", "profile", "network", "roles", "image", "accel", "libvirt_uri", "haproxy", "traffic",
+            "checkpoint", "revive")
+# How a killed node comes back: auto = warm (from the `ready` checkpoint) for stateless roles under
+# TCG, where a cold boot takes a host core for minutes, cold on KVM; cold; warm (stateless roles).
+REVIVE_MODES = ("auto", "cold", "warm")
 
 _RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 # Network address, .1 gateway, .2-.9 spare, .10 VIP, broadcast: nodes start at .11.
@@ -169,6 +173,8 @@ class LabConfig:
     libvirt_uri: str = "qemu:///system"
     haproxy: HAProxySettings = field(default_factory=HAProxySettings)
     traffic: TrafficSettings = field(default_factory=TrafficSettings)
+    checkpoint: bool = True  # `up` takes the `ready` checkpoint when the lab is first ready
+    revive: str = "auto"
     source: str = "<built-in default>"
 
     # ---- derived facts every layer agrees on -------------------------------------------------
@@ -559,6 +565,13 @@ def parse_config(text: str, fname: str = "lab.yaml", host_mem_mib: int | None = 
 
     haproxy = _read_haproxy(r, top.get("haproxy"))
     traffic = _read_traffic(r, top.get("traffic"))
+    checkpoint = True
+    if "checkpoint" in top:
+        v = r.boolean(top["checkpoint"], "checkpoint")
+        checkpoint = checkpoint if v is None else v
+    revive = "auto"
+    if "revive" in top:
+        revive = r.choice(top["revive"], "revive", REVIVE_MODES) or revive
 
     if not r.errors:
         total = sum(spec.count for spec in roles.values())
@@ -573,7 +586,8 @@ def parse_config(text: str, fname: str = "lab.yaml", host_mem_mib: int | None = 
 
     cfg = LabConfig(
         name=name, profile=profile, network=network, roles=roles, image=image, accel=accel,
-        libvirt_uri=libvirt_uri, haproxy=haproxy, traffic=traffic, source=fname,
+        libvirt_uri=libvirt_uri, haproxy=haproxy, traffic=traffic, checkpoint=checkpoint, revive=revive,
+        source=fname,
     )
     if not r.errors:
         mem_limit = host_mem_mib if host_mem_mib is not None else host_memory_mib()

@@ -134,6 +134,11 @@ class FaultStore:
         with self._locked():
             return self._read()
 
+    def replace(self, faults: list[ActiveFault]) -> None:
+        """The whole record at once (a reset makes it match the restored lab)."""
+        with self._locked():
+            self._write(list(faults))
+
     def add(self, fault: ActiveFault) -> None:
         with self._locked():
             faults = [f for f in self._read() if f.key != fault.key]
@@ -164,6 +169,7 @@ class Faults:
         state_dir: Path | None = None,
         on_event: Callable[[FaultEvent], None] | None = None,
         clock: Callable[[], float] = time.time,
+        clock_ssh: Callable[[], Any] | str | None = "lab",
     ):
         self.cfg = cfg
         self.virt = virt or LabVirt(cfg)
@@ -172,6 +178,8 @@ class Faults:
         self.store = FaultStore((state_dir or lab_state_dir(cfg.name)) / "faults.json")
         self.on_event = on_event
         self.clock = clock
+        # A warm revive steps the node's clock over SSH: "lab" = the lab's own SSH, None = do not.
+        self.clock_ssh = clock_ssh
         # Set by processes that watch the lab (they settle it): a booting node yields CPU.
         self.boot_priority: BootPriority | None = None
 
@@ -211,7 +219,8 @@ class Faults:
         """The reverse of a fault action (kill -> revive, ...)."""
         if action not in UNDO:
             raise UsageError(f"{action!r} has nothing to undo")
-        keep = {k: v for k, v in params.items() if k == "service"}
+        keep = {k: v for k, v in params.items() if k in ("service", "warm", "checkpoint")
+                and (k == "service" or action == "kill")}
         return self.apply(UNDO[action], node, **keep)
 
     # ---- power -------------------------------------------------------------------------------
@@ -228,15 +237,70 @@ class Faults:
         self.store.add(ActiveFault("kill", node, at))
         return self._emit("kill", node, at, "power cut (libvirt destroy)")
 
-    def revive(self, node: str) -> FaultEvent:
+    def revive_kind(self, node: str, warm: bool | None = None) -> str:
+        """'warm' (from the `ready` checkpoint) or 'cold' (a boot) for reviving this node: asked
+        for, else lab.yaml's `revive` (auto: warm for stateless roles under TCG, where a cold boot
+        takes a core for minutes, cold on KVM). A stateful node is never warm."""
+        from halab.checkpoint import (
+            READY,
+            STATELESS_ROLES,
+            CheckpointError,
+            check_definition,
+            find_checkpoint,
+        )
+
+        role = self.cfg.node(node).role
+        if warm and role not in STATELESS_ROLES:
+            data = "database" if role == "db" else "queue"
+            raise UsageError(
+                f"{node} is a {role} node: it is never revived warm — its data moved on since the "
+                f"checkpoint, and restoring it alone would roll back the {data}. Revive it cold "
+                f"(./lab.py revive {node})")
+        if warm is None:
+            policy = self.cfg.revive
+            if policy == "cold" or role not in STATELESS_ROLES:
+                return "cold"
+            if policy == "auto":
+                from halab.lifecycle import lab_accel
+
+                if lab_accel(self.cfg) == "kvm":
+                    return "cold"
+                try:  # auto falls back to a boot when there is no usable checkpoint
+                    check_definition(self.cfg, find_checkpoint(self.cfg, READY), [node])
+                except CheckpointError:
+                    return "cold"
+            return "warm"
+        return "warm" if warm else "cold"
+
+    def revive(self, node: str, warm: bool | None = None, checkpoint: str = "ready") -> FaultEvent:
         dom = self._dom(node)
         st = state_of(dom)
         at = self.clock()
-        if st in (DomainState.SHUT_OFF, DomainState.CRASHED):
+        if st == DomainState.SAVED:
+            raise UsageError(f"{node} is saved to disk with the rest of the lab: `./lab.py start` "
+                             "brings the whole lab back")
+        kind = self.revive_kind(node, warm)  # refuses a warm stateful node whatever its state
+        if st not in (DomainState.SHUT_OFF, DomainState.CRASHED):
+            kind = ""
+        if kind == "warm":
+            from halab.checkpoint import WarmLab
+            from halab.lifecycle import lab_ssh
+
+            factory = (lambda: lab_ssh(self.cfg)) if self.clock_ssh == "lab" else self.clock_ssh
+            with WarmLab(self.cfg, self.virt, ssh_factory=factory) as warm_lab:  # type: ignore[arg-type]
+                try:
+                    res = warm_lab.warm_revive(node, checkpoint)
+                except libvirt.libvirtError as exc:
+                    raise HalabError(f"warm revive {node}: libvirt refused: {exc}") from None
+            if self.boot_priority is not None:
+                self.boot_priority.forget(node)
+            detail = (f"warm from checkpoint {checkpoint!r} in {res.seconds.get('total', 0):.1f} s"
+                      + (", clock stepped" if res.clock_offsets_s else ""))
+        elif st in (DomainState.SHUT_OFF, DomainState.CRASHED):
             if st == DomainState.CRASHED:
                 self._call("revive", node, dom.destroy)
             self._call("revive", node, dom.create)
-            detail = self._booting(node, "started")
+            detail = self._booting(node, "cold boot")
         elif st == DomainState.PAUSED:
             self._call("revive", node, dom.resume)
             detail = "was paused: resumed"
@@ -245,8 +309,10 @@ class Faults:
         else:
             raise UsageError(f"{node} is already running")
         # A fresh QEMU process has a fresh tap: link state and qdiscs are gone with the old one.
-        for kind in ("kill", "pause", "netcut", "netem"):
-            self.store.remove(kind, node)
+        for gone in ("kill", "pause", "netcut", "netem"):
+            self.store.remove(gone, node)
+        if kind:
+            return self._emit("revive", node, at, detail, revive=kind)
         return self._emit("revive", node, at, detail)
 
     def pause(self, node: str) -> FaultEvent:

@@ -138,6 +138,7 @@ class MeasureResult:
     baseline_p99_ms: float | None = None
     service_up_s: float | None = None
     rejoin_s: float | None = None
+    revive_kind: str | None = None  # warm (from a checkpoint) or cold (a boot): what recovery_s measured
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,6 +156,8 @@ class MeasureResult:
         if self.recovery_s is not None and self.service_up_s is not None and self.rejoin_s is not None:
             rec += (f" (service up after {self.service_up_s:.1f} s, back in rotation "
                     f"{self.rejoin_s:.1f} s later)")
+        if self.recovery_s is not None and self.revive_kind:
+            rec += f", {self.revive_kind} revive"
         return (f"{self.fault} {self.node}: detected in {det} (expected {exp}); failed reads "
                 f"{self.failed_reads}, writes {self.failed_writes}, pages {self.failed_pages}; "
                 f"recovered in {rec}")
@@ -248,6 +251,7 @@ def measure_failover(
         max_latency_ms=max((r.latency_ms for r in window), default=None),
         baseline_p99_ms=percentile([r.latency_ms for r in before], 99),
         revive_at=revive_at, recovered_at=recovered_at,
+        revive_kind=(revive_ev.data.get("revive") if revive_ev is not None else None),
         recovery_s=(recovered_at - revive_at) if recovered_at is not None and revive_at is not None else None,
         service_up_s=(service_up_at - revive_at) if service_up_at is not None and revive_at is not None
         else None,

@@ -36,6 +36,7 @@ class DomainState(StrEnum):
     PAUSED = "paused"
     SHUT_OFF = "shut off"
     CRASHED = "crashed"
+    SAVED = "saved"  # shut off with its memory saved to disk (`./lab.py stop`)
     MISSING = "missing"
 
 
@@ -53,7 +54,14 @@ _STATE_MAP = {
 
 def state_of(dom: libvirt.virDomain) -> DomainState:
     code, _reason = dom.state()
-    return _STATE_MAP.get(code, DomainState.RUNNING)
+    state = _STATE_MAP.get(code, DomainState.RUNNING)
+    if state == DomainState.SHUT_OFF:
+        try:
+            if dom.hasManagedSaveImage(0):
+                return DomainState.SAVED
+        except libvirt.libvirtError:
+            pass
+    return state
 
 
 @dataclass(frozen=True)

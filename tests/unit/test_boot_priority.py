@@ -156,6 +156,6 @@ def test_revive_and_reboot_ask_for_the_low_share(test_driver_faults):
     f.revive("api-2")
     f.reboot("api-2")
     # The test driver has no cpu_shares: revive and reboot still work, and say nothing about shares.
-    assert [e.detail for e in f.events[1:]] == ["started", "hard reset"]
+    assert [e.detail for e in f.events[1:]] == ["cold boot", "hard reset"]
     assert bp.unavailable and "no CPU shares through libvirt here" in bp.unavailable
     assert bp.lowered() == []
