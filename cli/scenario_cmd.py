@@ -26,6 +26,8 @@ def register(sub) -> None:
     q.add_argument("--report", metavar="DIR", help="write JSON, Markdown, HTML and the timeline here")
     q.add_argument("--rate", type=float, metavar="OPS", help="traffic rate for every `traffic: {rate}` step "
                    "(operations/s; e.g. lower under TCG)")
+    q.add_argument("--reset", nargs="?", const="ready", metavar="CHECKPOINT",
+                   help="reset the lab to a checkpoint (default: ready) first, so runs are repeatable")
     q.set_defaults(func=_run)
     q = ssub.add_parser("compare", help="run a scenario under several HAProxy presets, side by side")
     q.add_argument("file", metavar="FILE")
@@ -33,6 +35,8 @@ def register(sub) -> None:
                    "(default: fast,kolla)")
     q.add_argument("--report", metavar="DIR")
     q.add_argument("--rate", type=float, metavar="OPS", help="traffic rate for every `traffic: {rate}` step")
+    q.add_argument("--reset", nargs="?", const="ready", metavar="CHECKPOINT",
+                   help="reset the lab to a checkpoint (default: ready) before each preset's run")
     q.set_defaults(func=_compare)
     p = sub.add_parser("bench", help="benchmark up, failover (api-2, db-1, mq-1; both presets), down",
                        description="Brings the lab up, measures kill api-2, kill db-1 and kill mq-1 under "
@@ -40,6 +44,9 @@ def register(sub) -> None:
                        "Takes a long time (about half an hour under TCG).")
     p.add_argument("--json", metavar="FILE", help="also write the JSON here")
     p.add_argument("--keep", action="store_true", help="leave the lab up at the end")
+    p.add_argument("--no-warm", action="store_true", help="skip checkpoint save / reset / stop / start")
+    p.add_argument("--no-failover", action="store_true", help="skip the failover measurements "
+                   "(cold up, warm labs and down only: minutes instead of half an hour)")
     p.add_argument("--timeline", metavar="FILE", help="also write the run's timeline (JSON Lines) here")
     p.set_defaults(func=_bench)
 
@@ -110,20 +117,29 @@ def _report(result, directory: str, live) -> None:
     print(f"report: {paths['html']} ({paths['markdown'].name}, {paths['json'].name}, {tl.name})")
 
 
+def _reset_first(cfg, name: str) -> None:
+    """--reset: every run starts from the same known-good cut, so runs are repeatable."""
+    from halab.scenarios import lab_resetter
+
+    _say(f"reset to checkpoint {name}: {lab_resetter(cfg)(name)}")
+
+
 def _run(args: argparse.Namespace) -> int:
     from halab.runtime import open_live_lab, ssh_runner
-    from halab.scenarios import load_scenario, push_haproxy_config, run_loaded
+    from halab.scenarios import lab_resetter, load_scenario, push_haproxy_config, run_loaded
 
     cfg = config_from(args)
     sc = load_scenario(args.file)
     if args.rate is not None:
         sc = sc.with_rate(args.rate)
     sc.check_lab(cfg)
+    if args.reset:
+        _reset_first(cfg, args.reset)
     with open_live_lab(cfg) as live:
         live.start_observing(traffic=True)
         run = ssh_runner(cfg, live.ssh)
         result = run_loaded(live.handles(), sc, switch_preset=lambda c: push_haproxy_config(c, run),
-                            progress=_say)
+                            progress=_say, reset_lab=lab_resetter(cfg))
         if args.report:
             _report(result, args.report, live)
     _print_result(result)
@@ -135,7 +151,7 @@ def _compare(args: argparse.Namespace) -> int:
     from halab.errors import UsageError
     from halab.report import comparison, write_compare, write_report
     from halab.runtime import open_live_lab, ssh_runner
-    from halab.scenarios import load_scenario, push_haproxy_config, run_loaded
+    from halab.scenarios import lab_resetter, load_scenario, push_haproxy_config, run_loaded
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     bad = [p for p in presets if p not in HAPROXY_PRESETS]
@@ -151,10 +167,12 @@ def _compare(args: argparse.Namespace) -> int:
     for preset in presets:
         sc = replace(base, preset=preset)
         _say(f"--- preset {preset} ---")
+        if args.reset:
+            _reset_first(cfg, args.reset)
         with open_live_lab(cfg) as live:
             live.start_observing(traffic=True)
             run = ssh_runner(cfg, live.ssh)
-            results[preset] = run_loaded(live.handles(), sc, progress=_say,
+            results[preset] = run_loaded(live.handles(), sc, progress=_say, reset_lab=lab_resetter(cfg),
                                          switch_preset=lambda c, run=run: push_haproxy_config(c, run))
             if args.report:
                 write_report(results[preset], args.report, stem=f"{sc.name}-{preset}")
@@ -179,7 +197,8 @@ def _bench(args: argparse.Namespace) -> int:
     check_output_files(args, "json", "timeline")
     cfg = config_from(args)
     data = run_bench(cfg, progress=lambda m: print(f"bench: {m}", file=sys.stderr, flush=True),
-                     keep=args.keep, timeline_path=args.timeline)
+                     keep=args.keep, timeline_path=args.timeline, warm=not args.no_warm,
+                     failover=not args.no_failover)
     print_json(data)
     if args.json:
         Path(args.json).write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")

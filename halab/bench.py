@@ -87,14 +87,44 @@ def detection_ratios(failover: dict[str, dict[str, Any]],
     return out
 
 
+def measure_warm(cfg: LabConfig, up_s: float, say: Say) -> dict[str, Any]:
+    """`checkpoint save`, `reset` to it, `stop` and `start` on the lab just brought up, and how
+    many times faster a reset is than the cold `up` before it."""
+    from halab import checkpoint as warm
+
+    out: dict[str, Any] = {}
+    step = lambda st: say(f"warm {st.phase}: {st.message}")  # noqa: E731
+    t = time.monotonic()
+    info = warm.save_checkpoint(cfg, "bench", progress=step)
+    out["checkpoint_save"] = {"total_s": round(time.monotonic() - t, 2), "phases_s": info.seconds,
+                              "size_bytes": info.size_bytes}
+    for label, fn in (("reset", lambda: warm.reset(cfg, "bench", progress=step)),
+                      ("stop", lambda: warm.stop_lab(cfg, progress=step)),
+                      ("start", lambda: warm.start_lab(cfg, progress=step))):
+        t = time.monotonic()
+        res = fn()
+        row: dict[str, Any] = {"total_s": round(time.monotonic() - t, 2)}
+        if isinstance(res, warm.RestoreResult):
+            row.update(phases_s=res.seconds, healthy=res.healthy, problems=res.problems,
+                       max_clock_offset_s=max((abs(v) for v in res.clock_offsets_s.values()), default=None))
+        else:
+            row["phases_s"] = res
+        out[label] = row
+        say(f"warm {label}: {row['total_s']:.1f} s")
+    warm.delete_checkpoint(cfg, "bench")
+    reset_s = out["reset"]["total_s"]
+    out["cold_up_over_reset"] = round(up_s / reset_s, 1) if reset_s > 0 else None
+    return out
+
+
 def run_bench(cfg: LabConfig, progress: Say | None = None, *, keep: bool = False,
               presets: tuple[str, ...] = HAPROXY_PRESETS, plan: MeasurePlan | None = None,
-              timeline_path: str | Path | None = None) -> dict[str, Any]:
+              timeline_path: str | Path | None = None, warm: bool = True, failover: bool = True
+              ) -> dict[str, Any]:
     """``timeline_path``: the whole run's events, traffic and requests as JSON Lines, to see why a
-    number came out as it did."""
+    number came out as it did. ``warm``: also checkpoint save, reset, stop and start (before the
+    failover measurements, on the fresh lab)."""
     from halab import lifecycle
-    from halab.runtime import open_live_lab, ssh_runner
-    from halab.scenarios import push_haproxy_config
 
     say = progress or (lambda _m: None)
     faults = bench_faults(cfg)
@@ -105,6 +135,29 @@ def run_bench(cfg: LabConfig, progress: Say | None = None, *, keep: bool = False
     res = lifecycle.up(cfg, progress=lambda p: say(f"up {p.phase}: {p.message}"))
     out["up"] = {"total_s": round(time.monotonic() - t, 1), "phases_s": res.phases_s, "accel": res.accel,
                  "terraform_changes": res.terraform_changes}
+    if warm:
+        try:
+            cold = res.phases_s.get("total", out["up"]["total_s"]) - res.phases_s.get("checkpoint", 0.0)
+            out["warm"] = measure_warm(cfg, cold, say)
+        except HalabError as exc:
+            out["problems"].append(f"warm: {exc}")
+    if failover:
+        measured = _failover(cfg, faults, presets, plan, say, timeline_path)
+        problems = out["problems"] + measured.pop("problems", [])
+        out.update(measured, problems=problems)
+    if not keep:
+        t = time.monotonic()
+        phases = lifecycle.down(cfg, progress=lambda p: say(f"down {p.phase}: {p.message}"))
+        out["down"] = {"total_s": round(time.monotonic() - t, 1), "phases_s": phases}
+    return out
+
+
+def _failover(cfg: LabConfig, faults: list[tuple[str, str]], presets: tuple[str, ...],
+              plan: MeasurePlan | None, say: Say, timeline_path: str | Path | None) -> dict[str, Any]:
+    from halab.runtime import open_live_lab, ssh_runner
+    from halab.scenarios import push_haproxy_config
+
+    out: dict[str, Any] = {"problems": []}
     try:
         with open_live_lab(cfg) as live:
             live.start_observing(traffic=True)
@@ -116,18 +169,16 @@ def run_bench(cfg: LabConfig, progress: Say | None = None, *, keep: bool = False
                 return handles
 
             try:
-                out.update(measure_matrix(cfg, handles_for, lambda c: push_haproxy_config(c, run), faults,
-                                          presets, plan, say))
+                matrix = measure_matrix(cfg, handles_for, lambda c: push_haproxy_config(c, run), faults,
+                                        presets, plan, say)
+                out["problems"] += matrix.pop("problems", [])
+                out.update(matrix)
             finally:
                 if timeline_path is not None:
                     try:
                         live.timeline.write_jsonl(timeline_path)
-                    except OSError as exc:  # the lab still goes down below
+                    except OSError as exc:  # the lab still goes down
                         out["problems"].append(f"timeline not written to {timeline_path}: {exc}")
     except HalabError as exc:
         out["problems"].append(str(exc))
-    if not keep:
-        t = time.monotonic()
-        phases = lifecycle.down(cfg, progress=lambda p: say(f"down {p.phase}: {p.message}"))
-        out["down"] = {"total_s": round(time.monotonic() - t, 1), "phases_s": phases}
     return out

@@ -87,7 +87,7 @@ from halab.measure import _matches as state_change_matches  # the measurement's 
 from halab.timeline import Event, RequestRecord, Timeline, percentile
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
-ACTIONS = ("traffic", "wait", "fault", "revive", "undo", "restore", "preset", "measure", "mark")
+ACTIONS = ("traffic", "wait", "fault", "revive", "undo", "restore", "reset", "preset", "measure", "mark")
 STEP_KEYS = (*ACTIONS, "name", "expect")
 TOP_KEYS = ("name", "description", "profile", "preset", "hypotheses", "steps")
 FAULT_ACTIONS = ("kill", "pause", "netcut", "netem", "stop-service", "reboot")
@@ -186,7 +186,10 @@ class Step:
             extra = " ".join(f"{k}={v}" for k, v in a.get("params", {}).items())
             return f"{a['action']} {a['node']}" + (f" ({extra})" if extra else "")
         if self.action == "revive":
-            return f"revive {a['node']}"
+            how = {True: " warm", False: " cold"}.get(a.get("warm"), "")
+            return f"revive {a['node']}{how}"
+        if self.action == "reset":
+            return f"reset the lab to checkpoint {a['checkpoint']}"
         if self.action == "undo":
             what = " ".join(str(a[k]) for k in ("action", "node") if a.get(k))
             return f"undo {what or 'last fault'}"
@@ -466,9 +469,33 @@ def _read_step(r: _ScenarioReader, loc: Located, i: int, profiles: tuple[str, ..
             r.err(a.line, where, "netem needs params.delay_ms or params.loss_pct")
         args["params"] = params
     elif action == "revive":
-        v = r.node(a, where)
-        if v is not None:
-            args["node"] = v
+        if isinstance(a.value, dict):  # {node: api-2, from: ready | cold}
+            f = r.mapping(a, where, ("node", "from"))
+            if "node" not in f:
+                r.err(a.line, where, "needs node: NODE")
+            else:
+                v = r.node(f["node"], f"{where}.node")
+                if v is not None:
+                    args["node"] = v
+            if "from" in f:
+                src = r.string(f["from"], f"{where}.from")
+                if src == "cold":
+                    args["warm"] = False
+                elif src is not None and not re.match(r"^[a-z0-9][a-z0-9._-]{0,39}$", src):
+                    r.err(f["from"].line, f"{where}.from",
+                          f"a checkpoint name (e.g. ready) or cold (got {describe_value(src)})")
+                elif src is not None:
+                    args["warm"], args["checkpoint"] = True, src
+        else:
+            v = r.node(a, where)
+            if v is not None:
+                args["node"] = v
+    elif action == "reset":
+        v = "ready" if a.value is None else r.string(a, where)
+        if v is not None and not re.match(r"^[a-z0-9][a-z0-9._-]{0,39}$", v):
+            r.err(a.line, where, f"a checkpoint name, e.g. ready (got {describe_value(v)})")
+        elif v is not None:
+            args["checkpoint"] = v
     elif action == "undo":
         if a.value in ("last", None):
             pass
@@ -596,7 +623,7 @@ def _check_flow(r: LocatedReader, steps: list[Step]) -> None:
                 r.err(s.line, f"{p}.{s.action}", f"no earlier fault step to undo ({what})")
             else:
                 active.remove(match[-1])
-        elif s.action == "restore":
+        elif s.action in ("restore", "reset"):
             active.clear()
         elif s.action == "wait" and a.get("until") in ("detected", "recovered") and not seen_fault:
             r.err(s.line, f"{p}.wait.until", f"{a['until']!r} needs an earlier fault step")
@@ -920,10 +947,12 @@ class ScenarioRunner:
 
     def __init__(self, lab: LabHandles, scenario: Scenario, *, switch_preset: PresetSwitch | None = None,
                  progress: Callable[[str], None] | None = None, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep, poll_s: float = 0.1, tail_s: float = 1.0):
+                 sleep: Callable[[float], None] = time.sleep, poll_s: float = 0.1, tail_s: float = 1.0,
+                 reset_lab: Callable[[str], str] | None = None):
         self.lab = lab
         self.sc = scenario
         self.switch_preset = switch_preset
+        self.reset_lab = reset_lab  # checkpoint name -> what happened (a `reset:` step)
         self.say = progress or (lambda _m: None)
         self.clock, self.sleep, self.poll_s, self.tail_s = clock, sleep, poll_s, tail_s
         self.cfg = lab.cfg
@@ -1106,7 +1135,8 @@ class ScenarioRunner:
             if not match:
                 raise UsageError(f"nothing to undo for {step.label}")
             f = match[-1]
-            fe = lab.faults.undo(f.action, f.node, **f.params)
+            how = {k: a[k] for k in ("warm", "checkpoint") if k in a and step.action == "revive"}
+            fe = lab.faults.undo(f.action, f.node, **f.params, **how)
             self._fault_event(fe)
             f.undone_at = fe.at
             return True, fe.message
@@ -1121,6 +1151,17 @@ class ScenarioRunner:
             if problems:
                 raise HalabError("; ".join(problems))
             return True, f"{len(events)} fault(s) undone"
+        if step.action == "reset":
+            if self.reset_lab is None:
+                raise UsageError("a reset step needs a real lab with checkpoints")
+            now = self.clock()
+            detail = self.reset_lab(a["checkpoint"])
+            for f in self.faults:
+                if f.undone_at is None:
+                    f.undone_at = now
+            self.tl.event("fault", f"reset to checkpoint {a['checkpoint']} ({detail})", source="reset",
+                          at=now, action="reset", checkpoint=a["checkpoint"])
+            return True, detail
         if step.action == "preset":
             self._set_preset(a["preset"])
             return True, f"preset {a['preset']}"
@@ -1227,7 +1268,21 @@ def run_scenario(cfg: LabConfig, path: str | Path, *, session: Any | None = None
     with open_live_lab(cfg) as live:
         live.start_observing(traffic=True)
         run = ssh_runner(cfg, live.ssh)
-        return run_loaded(live.handles(), sc, switch_preset=lambda c: push_haproxy_config(c, run), **kw)
+        return run_loaded(live.handles(), sc, switch_preset=lambda c: push_haproxy_config(c, run),
+                          reset_lab=lab_resetter(cfg), **kw)
+
+
+def lab_resetter(cfg: LabConfig) -> Callable[[str], str]:
+    """What a `reset:` step (and `scenario run --reset`) does on the real lab."""
+
+    def reset(name: str) -> str:
+        from halab.checkpoint import reset as reset_lab
+
+        res = reset_lab(cfg, name)
+        health = "healthy" if res.healthy else "not healthy yet: " + "; ".join(res.problems[:3])
+        return f"{len(res.nodes)} nodes in {res.seconds.get('total', 0):.1f} s, {health}"
+
+    return reset
 
 
 def detection_ratio(a: ScenarioResult, b: ScenarioResult) -> float | None:
