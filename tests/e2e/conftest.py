@@ -57,3 +57,14 @@ def lab(tmp_path_factory):
     print("UP PHASES", json.dumps(runner.up_summary["phases_s"]))
     yield runner
     runner.run("down", check=False)
+
+
+@pytest.fixture
+def from_ready(lab):
+    """Each failover test starts from the same known-good cut (the `ready` checkpoint `up` took),
+    in seconds, instead of from the previous test's aftermath: runs are repeatable and the tier
+    boots the lab once."""
+    res = lab.json("reset", "--json")
+    print(f"RESET to ready: {res['seconds']}")
+    assert res["healthy"], res["problems"]
+    return res

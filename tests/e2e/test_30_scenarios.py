@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.failover]
+pytestmark = [pytest.mark.e2e, pytest.mark.failover, pytest.mark.usefixtures("from_ready")]
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORTS = Path(os.environ.get("HALAB_REPORTS", "/tmp/halab-reports"))
