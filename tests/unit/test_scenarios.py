@@ -566,3 +566,70 @@ def test_steady_waits_for_every_backend_up_and_says_which_is_not(healed_after):
         assert wait.detail == ("'steady 3 s' not reached within 60 s; not UP: api_nodes/api-1 DOWN on "
                                "haproxy-1")
         assert not sim.dead  # the fault step never ran on an unsteady lab
+
+
+# ---- warm labs: reset steps and warm revive -------------------------------------------------------
+
+
+def test_reset_and_warm_revive_steps_parse_and_check():
+    sc = parse_scenario("""
+name: warm
+steps:
+  - reset: ready
+  - traffic: {rate: 10}
+  - fault: {action: kill, node: api-2}
+  - revive: {node: api-2, from: ready}
+  - fault: {action: kill, node: api-3}
+  - revive: {node: api-3, from: cold}
+  - reset:
+""", "warm.yaml")
+    acts = [(s.action, s.args) for s in sc.steps]
+    assert acts[0] == ("reset", {"checkpoint": "ready"})
+    assert acts[3] == ("revive", {"node": "api-2", "warm": True, "checkpoint": "ready"})
+    assert acts[5] == ("revive", {"node": "api-3", "warm": False})
+    assert acts[6] == ("reset", {"checkpoint": "ready"})
+    assert sc.steps[3].label == "revive api-2 warm"
+    assert sc.steps[0].label == "reset the lab to checkpoint ready"
+
+
+def test_bad_reset_and_revive_steps_are_located():
+    errs = errors_of("steps:\n  - reset: {a: 1}\n  - fault: {action: kill, node: api-2}\n"
+                     "  - revive: {node: api-2, from: Not/A/Name}\n  - revive: {from: ready}\n")
+    assert errs[0].startswith("s.yaml:2: steps[0].reset: must be a string")
+    assert any(e.startswith("s.yaml:4: steps[2].revive.from: a checkpoint name (e.g. ready) or cold")
+               for e in errs), errs
+    assert any(e.startswith("s.yaml:5: steps[3].revive: needs node: NODE") for e in errs), errs
+
+
+def test_reset_step_resets_through_the_lab_and_closes_open_faults():
+    sc = parse_scenario("""
+name: reset-mid-run
+steps:
+  - traffic: {rate: 10}
+  - fault: {action: kill, node: api-2}
+  - wait: 2
+  - reset: ready
+  - traffic: stop
+""", "reset.yaml")
+    calls = []
+    tl = Timeline(clock=lambda: sim.now)
+    sim = SimLab(tl)
+
+    def reset(name):
+        calls.append(name)
+        sim.dead.clear()
+        return "7 nodes in 12.0 s, healthy"
+
+    runner = ScenarioRunner(LabHandles(CFG, tl, faults=sim, traffic=sim), sc, clock=sim.clock,
+                            sleep=sim.sleep, reset_lab=reset)
+    result = runner.run()
+    assert calls == ["ready"]
+    assert result.steps[3].ok and "healthy" in result.steps[3].detail
+    assert all(f.undone_at is not None for f in runner.faults), "the reset undid the kill"
+    assert any(e.source == "reset" and "reset to checkpoint ready" in e.message for e in tl.events())
+
+
+def test_reset_step_without_a_real_lab_fails_clearly():
+    result, _sim, _tl = run_sim(parse_scenario("steps:\n  - reset: ready\n", "r.yaml"))
+    assert not result.passed
+    assert "needs a real lab with checkpoints" in " ".join(result.summary_lines())
