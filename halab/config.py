@@ -28,7 +28,10 @@ HAPROXY_PRESETS = ("fast", "kolla")
 TCG_TRAFFIC_RATE = 8.0  # default operations/s under software emulation (see LabConfig.for_accel)
 CONFIG_ENV = "HALAB_CONFIG"
 TOP_KEYS = ("name", "profile", "network", "roles", "image", "accel", "libvirt_uri", "haproxy", "traffic",
-            "checkpoint", "revive")
+            "checkpoint", "revive", "boot")
+# How the nodes boot: auto = in waves (db, mq, api, haproxy; each when the one before answers) for a
+# TCG lab of more than seven nodes, all at once otherwise; waves; together.
+BOOT_MODES = ("auto", "waves", "together")
 # How a killed node comes back: auto = warm (from the `ready` checkpoint) for stateless roles under
 # TCG, where a cold boot takes a host core for minutes, cold on KVM; cold; warm (stateless roles).
 REVIVE_MODES = ("auto", "cold", "warm")
@@ -175,6 +178,7 @@ class LabConfig:
     traffic: TrafficSettings = field(default_factory=TrafficSettings)
     checkpoint: bool = True  # `up` takes the `ready` checkpoint when the lab is first ready
     revive: str = "auto"
+    boot: str = "auto"
     source: str = "<built-in default>"
 
     # ---- derived facts every layer agrees on -------------------------------------------------
@@ -572,6 +576,9 @@ def parse_config(text: str, fname: str = "lab.yaml", host_mem_mib: int | None = 
     revive = "auto"
     if "revive" in top:
         revive = r.choice(top["revive"], "revive", REVIVE_MODES) or revive
+    boot = "auto"
+    if "boot" in top:
+        boot = r.choice(top["boot"], "boot", BOOT_MODES) or boot
 
     if not r.errors:
         total = sum(spec.count for spec in roles.values())
@@ -587,7 +594,7 @@ def parse_config(text: str, fname: str = "lab.yaml", host_mem_mib: int | None = 
     cfg = LabConfig(
         name=name, profile=profile, network=network, roles=roles, image=image, accel=accel,
         libvirt_uri=libvirt_uri, haproxy=haproxy, traffic=traffic, checkpoint=checkpoint, revive=revive,
-        source=fname,
+        boot=boot, source=fname,
     )
     if not r.errors:
         mem_limit = host_mem_mib if host_mem_mib is not None else host_memory_mib()
