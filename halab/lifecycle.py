@@ -7,6 +7,7 @@ seeds, tfvars), runs it, and then waits until every node has finished cloud-init
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -234,25 +235,77 @@ def lab_ssh(cfg: LabConfig):
     return NodeSSH(keys.client_key_path, keys.known_hosts_path)
 
 
-def wait_ready(cfg: LabConfig, clock: _Clock, deadline_s: float = 900.0,
-               only: list[str] | None = None) -> dict[str, float]:
+# A node that shows no progress for this long has stalled (under TCG a boot takes a core for
+# minutes; on a busy host more): only then does the wait give up. Progress is its console log
+# growing, SSH answering for the first time, or its role setup moving to another step.
+STALL_S = {"tcg": 420.0, "kvm": 150.0}
+WAIT_CAP_S = 5400.0
+
+
+def _console_log(cfg: LabConfig, node: str) -> Path:
+    from halab.terraform import default_pool_path
+
+    return Path(default_pool_path(cfg.name, cfg.libvirt_uri)) / f"{cfg.domain_name(node)}.log"
+
+
+def _log_size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _last_line(path: Path, limit: int = 4096) -> str:
+    """The console's last non-empty line, without terminal colours (what the node is doing)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - limit))
+            tail = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", ln).strip() for ln in tail.splitlines()]
+    lines = [ln for ln in lines if ln]
+    return lines[-1][:120] if lines else ""
+
+
+def wait_ready(cfg: LabConfig, clock: _Clock, stall_s: float | None = None,
+               only: list[str] | None = None, cap_s: float = WAIT_CAP_S) -> dict[str, float]:
     """Wait until every node (or those in ``only``) answers SSH with its halab-given host key and
-    has written the cloud-init ready marker. Returns seconds to ready per node."""
+    has written the cloud-init ready marker. Gives up only when no waiting node has made progress
+    for ``stall_s`` (default by accelerator) or after ``cap_s``; the error says what each node
+    was doing. Returns seconds to ready per node."""
     from halab.cloudinit import READY_MARKER
     from halab.ssh import SSHUnavailable
 
+    if stall_s is None:
+        stall_s = STALL_S.get(lab_accel(cfg) or "tcg", STALL_S["tcg"])
     ssh = lab_ssh(cfg)
     start = time.monotonic()
-    deadline = start + deadline_s
     pending = {n.name: n for n in cfg.nodes() if only is None or n.name in only}
     sshed: set[str] = set()
     ready: dict[str, float] = {}
+    doing: dict[str, str] = {name: "booting" for name in pending}
+    logs = {name: _console_log(cfg, name) for name in pending}
+    sizes = {name: _log_size(path) for name, path in logs.items()}
+    last_progress = start
     try:
         while pending:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            for name in pending:
+                size = _log_size(logs[name])
+                if size is not None and size != sizes[name]:
+                    sizes[name] = size
+                    last_progress = now
+            if now - last_progress > stall_s or now - start > cap_s:
+                why = (f"no progress for {now - last_progress:.0f}s" if now - last_progress > stall_s
+                       else f"still not ready after {cap_s:.0f}s")
+                detail = "; ".join(
+                    f"{n}: {doing[n]}" + (f" (console: {_last_line(logs[n])})" if n not in sshed
+                                          and _last_line(logs[n]) else "") for n in sorted(pending))
                 raise HalabError(
-                    f"nodes not ready after {deadline_s:.0f}s: {', '.join(sorted(pending))}; "
-                    f"see the console logs in the lab's pool directory and `./lab.py status`"
+                    f"nodes not ready ({why}; waited {now - start:.0f}s for SSH with the node's host "
+                    f"key and the cloud-init ready marker): {detail}. Console logs: "
+                    f"{logs[next(iter(pending))].parent}; `./lab.py status` shows each node"
                 )
             for name, node in list(pending.items()):
                 # Cheap checks only: under TCG `cloud-init status` alone takes seconds of Python start-up.
@@ -261,16 +314,21 @@ def wait_ready(cfg: LabConfig, clock: _Clock, deadline_s: float = 900.0,
                     res = ssh.run(node.ip, "result=$(cat /run/cloud-init/result.json 2>/dev/null); "
                                   f"cat {READY_MARKER} 2>/dev/null || {{ echo NOT-READY; "
                                   "cat /var/lib/halab/failed 2>/dev/null && echo HALAB-FAILED; "
+                                  "echo HALAB-STEP $(grep '^halab: ' /var/log/cloud-init-output.log "
+                                  "2>/dev/null | tail -n 1); "
                                   'echo "$result"; }', timeout=30)
                 except SSHUnavailable:
                     continue
                 if name not in sshed:
                     sshed.add(name)
+                    last_progress = time.monotonic()
+                    doing[name] = "SSH up, cloud-init running"
                     clock.say(f"{name}: SSH up, host key verified", node=name)
                 if not res.stdout.startswith("NOT-READY"):
                     ready[name] = round(time.monotonic() - start, 1)
                     clock.say(f"{name}: cloud-init finished ({ready[name]:.0f}s)", node=name, done=True)
                     del pending[name]
+                    last_progress = time.monotonic()
                     continue
                 if "HALAB-FAILED" in res.stdout:
                     failed = res.stdout.removeprefix("NOT-READY").split("HALAB-FAILED")[0]
@@ -278,7 +336,14 @@ def wait_ready(cfg: LabConfig, clock: _Clock, deadline_s: float = 900.0,
                         f"{name}: role setup failed: {' '.join(failed.split())} (see "
                         f"/var/log/cloud-init-output.log on {name})"
                     )
-                errors = _cloud_init_errors(res.stdout.removeprefix("NOT-READY"))
+                body, step = res.stdout.removeprefix("NOT-READY"), ""
+                if "HALAB-STEP" in body:  # the role setup's last `step` (cloud-init-output.log)
+                    step_line, _, body = body.partition("HALAB-STEP")[2].partition("\n")
+                    step = step_line.strip().removeprefix("halab:").strip()
+                if step and doing[name] != f"role setup: {step}":
+                    doing[name] = f"role setup: {step}"
+                    last_progress = time.monotonic()
+                errors = _cloud_init_errors(body)
                 if errors:
                     raise HalabError(
                         f"{name}: cloud-init finished with errors and the node is not ready: "

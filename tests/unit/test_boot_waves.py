@@ -36,3 +36,12 @@ def test_running_nodes_are_never_held_back():
     assert waves[0] == ["haproxy-1", "api-2", "db-1", "db-2", "db-3"]
     assert "api-2" not in waves[2] and "haproxy-1" not in waves[3]
     assert sorted(n for w in waves for n in w) == sorted(n.name for n in HA.nodes())
+
+
+def test_console_last_line_drops_terminal_colours(tmp_path):
+    from halab.lifecycle import _last_line
+
+    log = tmp_path / "x.log"
+    log.write_bytes(b"[    0.1] early\n\x1b[0;32m  OK  \x1b[0m] Started \x1b[0;1;39mssh.service\x1b[0m - SSH.\n\n")
+    assert _last_line(log) == "OK  ] Started ssh.service - SSH."
+    assert _last_line(tmp_path / "missing.log") == ""
