@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
@@ -503,50 +502,55 @@ class WarmLab:
         clock.say("resume", f"{len(names)} node(s) running again")
 
     def _step_clocks(self, names: list[str], clock: _Clock) -> dict[str, float]:
-        """Step every guest clock to the host's: measure the offset over SSH (the guest's time
-        against the midpoint of the round trip), then let the guest add it to its own clock, so
-        the second command's latency does not matter. Returns the offsets found after stepping."""
+        """Step every guest clock to the host's: measure the offset over an established SSH
+        connection (the guest's time against the midpoint of the shortest of a few round trips),
+        then let the guest add it to its own clock, so the second command's latency does not
+        matter. Returns the offsets found after stepping."""
         if self.ssh_factory is None:
             return {}
-        offsets: dict[str, float] = {}
-        lock = threading.Lock()
+        # One connection per node, made here: making the lab's SSH writes its known_hosts.
+        sshes = {n: self.ssh_factory() for n in names}
+        deadline = time.monotonic() + 180
 
         def one(n: str) -> float:
-            ssh = self.ssh_factory()
-            ip = self.cfg.node(n).ip
-            try:
-                before = _offset(ssh, ip)
-                delta_ns = int(-before * 1e9)
-                cmd = (f"now=$(date +%s%N); t=$((now + ({delta_ns}))); "
-                       "date -u -s \"@$((t / 1000000000)).$(printf %09d $((t % 1000000000)))\" >/dev/null")
-                res = ssh.run(ip, cmd, timeout=30)
-                if res.rc != 0:
-                    raise CheckpointError(f"{n}: stepping the clock failed: {res.stderr.strip()[:200]}")
-                after = _offset(ssh, ip)
-            finally:
-                ssh.close()
-            with lock:
-                offsets[n] = round(after, 3)
-            clock.say("clock", f"{n}: clock stepped by {-before:+.1f} s (now {after:+.3f} s)", n)
-            return after
-
-        deadline = time.monotonic() + 120
-
-        def with_retry(n: str) -> float:
-            while True:
+            ssh, ip = sshes[n], self.cfg.node(n).ip
+            while True:  # a node just resumed may take a moment to answer
                 try:
-                    return one(n)
+                    sh = ssh.shell(ip)
+                    sh.ask("echo ok")
+                    break
                 except HalabError:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(1.0)
+            try:
+                before = _offset(sh)
+                # In the same shell: the guest reads its clock and sets it one `date` start later;
+                # a second pass takes out what that start cost.
+                after = before
+                for _ in range(3):
+                    sh.ask(f"t=${{EPOCHREALTIME/[.,]/}}; t=$((t + ({int(-after * 1e6)}))); "
+                           "printf -v f %06d $((t % 1000000)); "
+                           "date -u -s \"@$((t / 1000000)).$f\" >/dev/null; echo stepped")
+                    after = _offset(sh)
+                    if abs(after) < 0.05:
+                        break
+            finally:
+                sh.close()
+            delta = -before
+            clock.say("clock", f"{n}: clock stepped by {delta:+.1f} s (now {after:+.3f} s)", n)
+            return round(after, 3)
 
-        res = _parallel(with_retry, names)
+        try:
+            res = _parallel(one, names)
+        finally:
+            for ssh in sshes.values():
+                ssh.close()
         bad = _failures(res)
         clock.mark("clock")
         if bad:
             raise CheckpointError("stepping guest clocks failed: " + "; ".join(bad))
-        return offsets
+        return {n: float(v) for n, v in res.items()}
 
     def _wait_healthy(self, clock: _Clock, stats_auth: tuple[str, str] | None) -> list[str]:
         """Until every HAProxy backend is UP on every balancer (or the deadline): what is not."""
@@ -681,18 +685,23 @@ class WarmLab:
         return RestoreResult("stopped", names, clock.total(), offsets, not problems, problems)
 
 
-def _offset(ssh: Any, ip: str) -> float:
-    """Guest clock minus host clock (seconds), against the midpoint of one round trip."""
-    t0 = time.time()
-    res = ssh.run(ip, "date +%s.%N", timeout=30)
-    t1 = time.time()
-    if res.rc != 0:
-        raise CheckpointError(f"{ip}: reading the clock failed: {res.stderr.strip()[:200]}")
-    try:
-        guest = float(res.stdout.strip())
-    except ValueError:
-        raise CheckpointError(f"{ip}: unreadable clock {res.stdout.strip()[:40]!r}") from None
-    return guest - (t0 + t1) / 2
+def _offset(sh: Any, tries: int = 5) -> float:
+    """Guest clock minus host clock (seconds) through a long-lived shell: bash answers
+    $EPOCHREALTIME without starting a process, so a round trip is milliseconds; the midpoint of
+    the shortest of a few is the estimate (its error at most half that round trip)."""
+    best: tuple[float, float] | None = None
+    for _ in range(tries):
+        t0 = time.time()
+        text = sh.ask("echo $EPOCHREALTIME")
+        t1 = time.time()
+        try:
+            guest = float(text.replace(",", "."))
+        except ValueError:
+            raise CheckpointError(f"{sh.host}: unreadable clock {text[:40]!r}") from None
+        if best is None or t1 - t0 < best[0]:
+            best = (t1 - t0, guest - (t0 + t1) / 2)
+    assert best is not None
+    return best[1]
 
 
 def _write_json(path: Path, data: Any) -> None:

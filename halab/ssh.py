@@ -6,6 +6,7 @@ written before the first connection and an unknown or changed key is always refu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -43,6 +44,30 @@ class _Refuse(paramiko.MissingHostKeyPolicy):
             f"(fingerprint {key.fingerprint}); refusing to connect. halab gave this node its host key, "
             "so a different key means the node was not built by this lab, or someone is in the middle."
         )
+
+
+class ShellSession:
+    """Lines to a remote bash and its answers, one line each (see NodeSSH.shell)."""
+
+    def __init__(self, host: str, channel: paramiko.Channel):
+        self.host, self._chan, self._buf = host, channel, b""
+
+    def ask(self, line: str) -> str:
+        try:
+            self._chan.sendall((line.rstrip("\n") + "\n").encode())
+            while b"\n" not in self._buf:
+                data = self._chan.recv(4096)
+                if not data:
+                    raise SSHUnavailable(f"shell on {self.host} closed")
+                self._buf += data
+        except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
+            raise SSHUnavailable(f"shell on {self.host} failed: {exc}") from None
+        answer, _, self._buf = self._buf.partition(b"\n")
+        return answer.decode(errors="replace").strip()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._chan.close()
 
 
 class NodeSSH:
@@ -110,6 +135,22 @@ class NodeSSH:
                 if attempt == 2:
                     raise SSHUnavailable(f"command on {host} failed: {exc}") from None
         raise AssertionError("unreachable")
+
+    def shell(self, host: str, timeout: float = 30.0) -> ShellSession:
+        """One long-lived `bash` on the node: each line sent is answered without a new process
+        (e.g. reading the clock to the microsecond with bash's $EPOCHREALTIME)."""
+        client = self._client(host)
+        try:
+            transport = client.get_transport()
+            if transport is None:
+                raise paramiko.SSHException("no transport")
+            chan = transport.open_session(timeout=timeout)
+            chan.settimeout(timeout)
+            chan.exec_command("exec bash --norc --noprofile")
+        except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
+            self._clients.pop(host, None)
+            raise SSHUnavailable(f"cannot open a shell on {host}: {exc}") from None
+        return ShellSession(host, chan)
 
     def wait_ready(self, host: str, deadline: float, poll: float = 2.0) -> None:
         """Wait until SSH answers with the expected host key (HostKeyMismatch is never retried)."""

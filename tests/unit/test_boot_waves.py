@@ -42,6 +42,7 @@ def test_console_last_line_drops_terminal_colours(tmp_path):
     from halab.lifecycle import _last_line
 
     log = tmp_path / "x.log"
-    log.write_bytes(b"[    0.1] early\n\x1b[0;32m  OK  \x1b[0m] Started \x1b[0;1;39mssh.service\x1b[0m - SSH.\n\n")
+    log.write_bytes(b"[    0.1] early\n\x1b[0;32m  OK  \x1b[0m] Started "
+                    b"\x1b[0;1;39mssh.service\x1b[0m - SSH.\n\n")
     assert _last_line(log) == "OK  ] Started ssh.service - SSH."
     assert _last_line(tmp_path / "missing.log") == ""
