@@ -42,7 +42,8 @@ from typing import Any
 from halab.errors import HalabError
 from halab.paths import cache_dir
 
-RECIPE_VERSION = 2  # 2: cheaper boot under TCG (small initrd, quiet console, masks, trimmed cloud-init)
+RECIPE_VERSION = 3  # 2: cheaper boot under TCG (small initrd, quiet console, masks, trimmed cloud-init)
+# 3: sshd keeps trying to start on a starved vCPU (a busy host left three nodes without SSH)
 SUITE = "bookworm"
 ARCH = "amd64"
 VARIANT = "minbase"
@@ -141,6 +142,11 @@ MASKED_UNITS: tuple[str, ...] = (
     "dpkg-db-backup.timer", "dpkg-db-backup.service", "fstrim.timer", "fstrim.service",
     "man-db.timer", "keyboard-setup.service", "console-setup.service", "systemd-timesyncd.service",
 )
+# On a host whose cores are taken, sshd's start can time out (seen: "Failed to start ssh.service"
+# on three of seven TCG nodes, unreachable for good). A lab node without SSH is lost to halab: give
+# its start all the time it needs and restart it, without systemd's start limit, whatever happened.
+SSH_DROPIN = ("# written by halab's image recipe\n[Unit]\nStartLimitIntervalSec=0\n"
+              "[Service]\nTimeoutStartSec=15min\nRestart=always\nRestartSec=5\n")
 HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 FSTAB = "/dev/vda\t/\text4\tdefaults,errors=remount-ro\t0\t1\n"
 # Modules the initrd must carry to find the root filesystem on a virtio disk.
@@ -279,6 +285,7 @@ def recipe() -> dict[str, Any]:
         "initrd_modules": list(INITRD_MODULES),
         "modprobe_conf": MODPROBE_CONF,
         "masked_units": sorted(MASKED_UNITS),
+        "ssh_dropin": SSH_DROPIN,
         "kernel_cmdline": KERNEL_CMDLINE,
         "fstab": FSTAB,
         "headroom_bytes": HEADROOM_BYTES,
@@ -563,6 +570,7 @@ class _Build:
                                            + "".join(f"{m}\n" for m in INITRD_MODULES),
             "etc/modprobe.d/halab-tcg.conf": MODPROBE_CONF,
             "etc/cloud/cloud.cfg.d/90-halab.cfg": CLOUD_CFG,
+            "etc/systemd/system/ssh.service.d/halab.conf": SSH_DROPIN,
         }
         for rel, text in files.items():
             path = overlay / rel
