@@ -233,7 +233,8 @@ class LabConfig:
         known = [n.name for n in self.nodes()]
         hint = difflib.get_close_matches(name, known, n=1)
         extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ConfigError([f"no node {name!r} in lab {self.name!r}{extra}; nodes: {', '.join(known)}"])
+        raise ConfigError([one_line(f"no node {clip(repr(name))} in lab {self.name!r}{extra}; "
+                                    f"nodes: {', '.join(known)}")])
 
     def total_memory_mib(self) -> int:
         return sum(n.memory_mib for n in self.nodes())
@@ -272,7 +273,7 @@ _NON_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd
 _LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
 # Control characters a double-quoted YAML string can still carry through escapes ("\e", "\x01"):
 # they would rewrite the terminal a message is printed to, or split a name across lines.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")  # + lone surrogates
 # Scalar tags a lab file may spell out: YAML's core schema. Anything else (!!timestamp, !!binary,
 # custom and python tags) has no business in a lab definition.
 _PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null")}
@@ -289,8 +290,28 @@ def clip(text: str, limit: int = _SHOW_MAX) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+_UNPRINTABLE_IN_MESSAGE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def one_line(text: str) -> str:
+    """A message as one printable line: a key or value with a line break or an escape sequence
+    in it is shown escaped, so it can neither split the message nor drive the terminal."""
+    return _UNPRINTABLE_IN_MESSAGE.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
 def _line_at(text: str, pos: int) -> int:
     return len(_LINE_BREAK.findall(text, 0, pos)) + 1
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that marks scalars whose tag was written out: `!!timestamp 2001-01-01` and a plain
+    `2001-01-01` compose to the same node otherwise."""
+
+    def compose_scalar_node(self, anchor: str | None) -> yaml.ScalarNode:
+        tag = self.peek_event().tag
+        node = super().compose_scalar_node(anchor)
+        node.explicit_tag = tag not in (None, "!")  # type: ignore[attr-defined]
+        return node
 
 
 def _compose(text: str, fname: str) -> Any:
@@ -302,7 +323,7 @@ def _compose(text: str, fname: str) -> Any:
         raise ConfigError([f"{fname}:{line}: control character U+{ord(ch):04X} at column {col} is not "
                            "allowed (YAML takes tab and line breaks only)"])
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
@@ -334,11 +355,10 @@ class _Builder:
         self.count = 0
         self.active: set[int] = set()  # ids of collection nodes on the current path
         self.constructor = yaml.constructor.SafeConstructor()
-        self.resolver = yaml.resolver.Resolver()
 
     def fail(self, node: yaml.Node, path: str, msg: str) -> ConfigError:
-        where = f"{path}: " if path else "(top level): "
-        return ConfigError([f"{self.fname}:{node.start_mark.line + 1}: {where}{msg}"])
+        where = f"{clip(path)}: " if path else "(top level): "
+        return ConfigError([one_line(f"{self.fname}:{node.start_mark.line + 1}: {where}{msg}")])
 
     def build(self, node: yaml.Node, path: str) -> _Located:
         self.count += 1
@@ -381,9 +401,7 @@ class _Builder:
 
     def _scalar(self, node: yaml.ScalarNode, path: str) -> Any:
         tag = node.tag
-        implicit = (self.resolver.resolve(yaml.ScalarNode, node.value, (True, False)) if node.style is None
-                    else "tag:yaml.org,2002:str")
-        explicit = tag != implicit
+        explicit = getattr(node, "explicit_tag", False)
         if explicit and tag not in _PLAIN_TAGS and tag in self.constructor.yaml_constructors:
             raise self.fail(node, path, f"unsupported YAML tag {_short_tag(tag)!r}: write the plain value")
         digits = len(re.sub("[^0-9a-fA-F]", "", node.value))
@@ -418,7 +436,7 @@ class _Reader:
 
     def err(self, line: int, path: str, msg: str) -> None:
         # Values are clipped where they are quoted; this bounds whatever else a message embeds.
-        self.errors.append(f"{self.fname}:{line}: {clip(path)}: {clip(msg, 400)}")
+        self.errors.append(one_line(f"{self.fname}:{line}: {clip(path)}: {clip(msg, 400)}"))
 
     def mapping(self, loc: _Located, path: str, allowed: tuple[str, ...]) -> dict[str, _Located]:
         if not isinstance(loc.value, dict):
@@ -798,44 +816,45 @@ def read_definition(path: Path, trusted_only: bool = False) -> str:
     the memory). With ``trusted_only`` (a file found rather than named) it must also be the user's
     own or root's and writable by no one else, as OpenSSH treats its config: otherwise running halab
     in someone else's directory would run their lab definition (and its libvirt URI)."""
+    shown = one_line(str(path))
     if len(str(path)) > PATH_MAX:  # cannot name a file; not worth echoing whole either
-        raise ConfigError([f"{clip(str(path))}: cannot read: file name too long ({len(str(path))} "
+        raise ConfigError([f"{clip(shown)}: cannot read: file name too long ({len(str(path))} "
                            f"characters; at most {PATH_MAX})"])
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise ConfigError([f"{path}: no such file"]) from None
+        raise ConfigError([f"{shown}: no such file"]) from None
     except (OSError, ValueError) as exc:  # permission, name too long, NUL in the name
-        raise ConfigError([f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"]) from None
+        raise ConfigError([f"{shown}: cannot read: {getattr(exc, 'strerror', None) or exc}"]) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
                     else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
                     else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a file")
-            raise ConfigError([f"{path}: is {kind}, not a regular file"])
+            raise ConfigError([f"{shown}: is {kind}, not a regular file"])
         if st.st_size > MAX_FILE_BYTES:
-            raise ConfigError([f"{path}: {st.st_size} bytes is too large for a definition "
+            raise ConfigError([f"{shown}: {st.st_size} bytes is too large for a definition "
                                f"(at most {MAX_FILE_BYTES} bytes)"])
         if trusted_only:
             problem = _untrusted(st)
             if problem:
-                raise ConfigError([f"{path}: refusing a lab file found by default that {problem}; fix it "
-                                   f"(chmod go-w / chown) or name it with -c {path} if you trust it"])
+                raise ConfigError([f"{shown}: refusing a lab file found by default that {problem}; fix it "
+                                   f"(chmod go-w / chown) or name it with -c {shown} if you trust it"])
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as fh:
             data = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+        raise ConfigError([f"{shown}: cannot read: {exc.strerror or exc}"]) from None
     finally:
         os.close(fd)
     if len(data) > MAX_FILE_BYTES:  # grew while being read
-        raise ConfigError([f"{path}: too large for a definition (at most {MAX_FILE_BYTES} bytes)"])
+        raise ConfigError([f"{shown}: too large for a definition (at most {MAX_FILE_BYTES} bytes)"])
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
-        raise ConfigError([f"{path}:{line}: cannot read: not UTF-8 text (byte 0x{data[exc.start]:02x})"]
+        raise ConfigError([f"{shown}:{line}: cannot read: not UTF-8 text (byte 0x{data[exc.start]:02x})"]
                           ) from None
 
 
