@@ -680,8 +680,11 @@ def _image_path(v: str, fname: str) -> tuple[str, str]:
         return "", f"is too long ({len(raw)} bytes; a path takes {PATH_MAX}, a file name {NAME_MAX})"
     try:
         p = Path(v).expanduser()
-    except RuntimeError:  # ~nosuchuser/…
-        return "", f"names the home of {v[1:].split('/')[0]!r}, a user this system does not know"
+    except RuntimeError:  # ~nosuchuser/…, or ~/… with no home directory known
+        user = v[1:].split("/")[0]
+        if not user:
+            return "", "starts with ~ but this process has no home directory ($HOME unset)"
+        return "", f"names the home of {clip(user)!r}, a user this system does not know"
     if not p.is_absolute():
         p = (Path(fname).resolve().parent / p) if fname.endswith((".yaml", ".yml")) else p
     try:
