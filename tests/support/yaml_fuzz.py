@@ -115,17 +115,20 @@ def _mutated(doc: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     return st.one_of(doc, doc, splice)
 
 
+# Field values: mostly plausible words, so documents also get past the first refusal to the checks
+# that combine fields (quorum, subnet size, traffic shares).
+value = st.one_of(st.sampled_from(WORDS), st.sampled_from(WORDS), scalar)
 _role = st.dictionaries(st.sampled_from(["count", "memory_mib", "vcpus", "cuont"]),
-                        st.one_of(st.sampled_from(["1", "3", "2", "512", "1024", "0"]), scalar), max_size=3)
+                        st.one_of(st.sampled_from(["1", "3", "2", "512", "1024", "0"]), value), max_size=3)
 lab_doc = st.fixed_dictionaries({}, optional={
-    "name": scalar, "profile": scalar, "image": scalar, "accel": scalar, "libvirt_uri": scalar,
-    "network": st.one_of(scalar, st.fixed_dictionaries({}, optional={"cidr": scalar, "mode": scalar})),
-    "roles": st.one_of(scalar, st.dictionaries(st.sampled_from([*ROLES, "apis"]), _role, max_size=4)),
-    "haproxy": st.one_of(scalar, st.dictionaries(st.sampled_from(
-        ["preset", "inter_ms", "fall", "rise", "redispatch", "retry_on", "timeout_check_ms"]), scalar,
+    "name": value, "profile": value, "image": value, "accel": value, "libvirt_uri": value,
+    "network": st.one_of(value, st.fixed_dictionaries({}, optional={"cidr": value, "mode": value})),
+    "roles": st.one_of(value, st.dictionaries(st.sampled_from([*ROLES, "apis"]), _role, max_size=4)),
+    "haproxy": st.one_of(value, st.dictionaries(st.sampled_from(
+        ["preset", "inter_ms", "fall", "rise", "redispatch", "retry_on", "timeout_check_ms"]), value,
         max_size=4)),
-    "traffic": st.one_of(scalar, st.dictionaries(st.sampled_from(
-        ["rate", "read_share", "write_share", "page_share", "page_calls", "timeout_ms"]), scalar,
+    "traffic": st.one_of(value, st.dictionaries(st.sampled_from(
+        ["rate", "read_share", "write_share", "page_share", "page_calls", "timeout_ms"]), value,
         max_size=4)),
     "extra": _tree(LAB_KEYS, 8),
 })
