@@ -718,7 +718,13 @@ def libvirt_uri_problem(uri: str) -> str:
         allowed = ", ".join(f"+{t}" for t in LIBVIRT_TRANSPORTS if t)
         return (f"transport {clip(transport)!r} is not allowed: it can run a program on this host "
                 f"(allowed: none, {allowed}; got {shown})")
-    query = urllib.parse.urlsplit("x://" + rest).query
+    parts = urllib.parse.urlsplit("x://" + rest)
+    # User and host end up on the ssh command line: nothing that could read as an option.
+    user, _, hostport = parts.netloc.rpartition("@")
+    if not re.fullmatch(r"([A-Za-z0-9_][A-Za-z0-9._%-]*)?", user) or not re.fullmatch(
+            r"([A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])?(:[0-9]{1,5})?", hostport):
+        return f"user and host must be plain names, like qemu+ssh://user@host/system (got {shown})"
+    query = parts.query
     # libvirt splits parameters at '&' and ';' and undoes %-escapes in their names.
     for part in re.split("[&;]", query):
         if not part:

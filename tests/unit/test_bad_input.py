@@ -263,6 +263,8 @@ def test_allowed_libvirt_uris(uri):
     ("qemu+libssh://h/system?netcat=nc", "'netcat' names a program to run"),
     ("qemu+ssh://h/system?whatever=1", "'whatever' is not a connection option"),
     ("qemu+fd:///system", "transport 'fd' is not allowed"),
+    ("qemu+ssh://-oProxyCommand=sh/system", "user and host must be plain names"),
+    ("qemu+ssh://-oProxyCommand=sh@host/system", "user and host must be plain names"),
     ("qemu:///system with space", "must be a libvirt URI"),
     ("system", "must be a libvirt URI"),
 ])
