@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,23 @@ def config_from(args: argparse.Namespace) -> LabConfig:
 
     cfg = load_config(getattr(args, "config", None))
     return cfg.for_accel(lab_accel(cfg))
+
+
+def number_in(lo: float, hi: float) -> Callable[[str], float]:
+    """An argparse type: a finite number within [lo, hi] ("nan", "inf" and "-1" are refused as the
+    option's own error, not passed on)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text[:40]!r}") from None
+        if not math.isfinite(v) or not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo:g} and {hi:g} (got {text[:40]!r})")
+        return v
+
+    parse.__name__ = "number"  # argparse names the type in its messages
+    return parse
 
 
 def check_output_files(args: argparse.Namespace, *options: str) -> None:

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from cli.common import check_output_files, config_from, print_json
+from cli.common import check_output_files, config_from, number_in, print_json
 from halab.runtime import open_live_lab
 
 SIMPLE = {
@@ -40,22 +40,24 @@ def register(sub) -> None:
         p.set_defaults(func=_simple, action=name)
     p = sub.add_parser("netem", help="add latency/loss on the node's host-side interface (tc netem)")
     p.add_argument("node")
-    p.add_argument("--delay-ms", type=float, default=200.0)
-    p.add_argument("--jitter-ms", type=float, default=0.0)
-    p.add_argument("--loss-pct", type=float, default=0.0)
+    p.add_argument("--delay-ms", type=number_in(0, 60000), default=200.0)
+    p.add_argument("--jitter-ms", type=number_in(0, 60000), default=0.0)
+    p.add_argument("--loss-pct", type=number_in(0, 100), default=0.0)
     p.add_argument("--clear", action="store_true", help="remove the netem qdisc")
     p.set_defaults(func=_netem)
     p = sub.add_parser("restore", help="undo every active fault of the lab")
     p.set_defaults(func=_restore)
     p = sub.add_parser("watch", help="live text view: nodes, traffic, events (Ctrl-C to stop)")
-    p.add_argument("--rate", type=float, help="also send traffic at this many operations/s")
-    p.add_argument("--seconds", type=float, help="stop after this long")
+    p.add_argument("--rate", type=number_in(0.1, 1000), help="also send traffic at this many operations/s")
+    p.add_argument("--seconds", type=number_in(0.1, 86400), help="stop after this long")
     p.set_defaults(func=_watch)
     p = sub.add_parser("measure", help="measure one failover: traffic, steady state, fault, recovery")
     p.add_argument("--fault", required=True, choices=["kill", "pause", "netcut", "stop-service", "reboot"])
     p.add_argument("--node", required=True)
-    p.add_argument("--rate", type=float, help="operations/s (default: traffic.rate from lab.yaml)")
-    p.add_argument("--settle", type=float, default=3.0, help="seconds between detection and undo")
+    p.add_argument("--rate", type=number_in(0.1, 1000),
+                   help="operations/s (default: traffic.rate from lab.yaml)")
+    p.add_argument("--settle", type=number_in(0, 3600), default=3.0,
+                   help="seconds between detection and undo")
     p.add_argument("--no-revive", action="store_true", help="leave the fault in place")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
     p.add_argument("--timeline", metavar="FILE", help="write the timeline as JSON Lines")
@@ -104,6 +106,9 @@ def _watch(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     end = time.monotonic() + args.seconds if args.seconds else None
     with open_live_lab(cfg) as live:
+        # Connect first: the probes swallow a connection error each second, so a libvirt that is
+        # down would otherwise look like a quiet lab (nothing printed, exit 0).
+        live.virt.states()
         live.timeline.subscribe(lambda item: _print_item(item))
         live.start_observing(traffic=bool(args.rate))
         if live.traffic is not None:

@@ -12,6 +12,8 @@ import ipaddress
 import math
 import os
 import re
+import stat
+import urllib.parse
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ _RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12
 _RESERVED_ADDRESSES = 12
 
 # libvirt accepts more, but these names also become file names, bridge parts and hostnames.
-_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}\Z")  # \Z: "$" would let a trailing newline in
 
 PROFILE_COUNTS: dict[str, dict[str, int]] = {
     "default": {"haproxy": 1, "api": 4, "db": 1, "mq": 1},
@@ -241,7 +243,8 @@ class LabConfig:
         known = [n.name for n in self.nodes()]
         hint = difflib.get_close_matches(name, known, n=1)
         extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ConfigError([f"no node {name!r} in lab {self.name!r}{extra}; nodes: {', '.join(known)}"])
+        raise ConfigError([one_line(f"no node {clip(repr(name))} in lab {self.name!r}{extra}; "
+                                    f"nodes: {', '.join(known)}")])
 
     def total_memory_mib(self) -> int:
         return sum(n.memory_mib for n in self.nodes())
@@ -274,18 +277,72 @@ _STD_TAGS = {
 }
 
 
+# What YAML itself refuses (its "printable" set), found before parsing so the message names the right
+# line in one sentence; PyYAML's own report says line 1 and spans two lines.
+_NON_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
+# Control characters a double-quoted YAML string can still carry through escapes ("\e", "\x01"):
+# they would rewrite the terminal a message is printed to, or split a name across lines.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")  # + lone surrogates
+# Scalar tags a lab file may spell out: YAML's core schema. Anything else (!!timestamp, !!binary,
+# custom and python tags) has no business in a lab definition.
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null")}
+_MAX_INT_DIGITS = 30  # far beyond any field's range; also keeps int() and str() of it cheap
+_SHOW_MAX = 60
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag[len("tag:yaml.org,2002:"):] if tag.startswith("tag:yaml.org,2002:") else tag
+
+
+def clip(text: str, limit: int = _SHOW_MAX) -> str:
+    """A value cut to a readable length for a message: a 1 MB value is not echoed whole."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+_UNPRINTABLE_IN_MESSAGE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def one_line(text: str) -> str:
+    """A message as one printable line: a key or value with a line break or an escape sequence
+    in it is shown escaped, so it can neither split the message nor drive the terminal."""
+    return _UNPRINTABLE_IN_MESSAGE.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+def _line_at(text: str, pos: int) -> int:
+    return len(_LINE_BREAK.findall(text, 0, pos)) + 1
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that marks scalars whose tag was written out: `!!timestamp 2001-01-01` and a plain
+    `2001-01-01` compose to the same node otherwise."""
+
+    def compose_scalar_node(self, anchor: str | None) -> yaml.ScalarNode:
+        tag = self.peek_event().tag
+        node = super().compose_scalar_node(anchor)
+        node.explicit_tag = tag not in (None, "!")  # type: ignore[attr-defined]
+        return node
+
+
 def _compose(text: str, fname: str) -> Any:
+    bad = _NON_PRINTABLE.search(text)
+    if bad:
+        ch = bad.group()
+        line = _line_at(text, bad.start())
+        col = bad.start() - max(text.rfind("\n", 0, bad.start()), text.rfind("\r", 0, bad.start()))
+        raise ConfigError([f"{fname}:{line}: control character U+{ord(ch):04X} at column {col} is not "
+                           "allowed (YAML takes tab and line breaks only)"])
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         what = ", ".join(part for part in (exc.context, exc.problem) if part) or str(exc)
-        raise ConfigError([f"{fname}:{line}: not valid YAML: {what}"]) from None
+        raise ConfigError([f"{fname}:{line}: not valid YAML: {clip(' '.join(what.split()), 200)}"]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{fname}:1: not valid YAML: {exc}"]) from None
+        raise ConfigError([f"{fname}:1: not valid YAML: {clip(' '.join(str(exc).split()), 200)}"]) from None
     except (ValueError, RecursionError) as exc:  # e.g. unusual characters, deeply nested input
-        raise ConfigError([f"{fname}:1: not valid YAML: {exc}"]) from None
+        raise ConfigError([f"{fname}:1: not valid YAML: {clip(' '.join(str(exc).split()), 200)}"]) from None
     if node is None:
         return None
     builder = _Builder(fname)
@@ -299,7 +356,8 @@ class _Builder:
     """Turns composed YAML nodes into `_Located` values, keeping each value's line.
 
     Guards against what a plain loader would choke on: recursive aliases (``&a [*a]``), alias
-    bombs (node budget), and tags other than YAML's standard ones (``!!python/object`` …).
+    bombs (node budget), tags other than YAML's plain scalars and collections (``!!python/object``,
+    ``!!timestamp`` …), integers of thousands of digits and control characters in strings.
     """
 
     def __init__(self, fname: str):
@@ -309,8 +367,8 @@ class _Builder:
         self.constructor = yaml.constructor.SafeConstructor()
 
     def fail(self, node: yaml.Node, path: str, msg: str) -> ConfigError:
-        where = f"{path}: " if path else ""
-        return ConfigError([f"{self.fname}:{node.start_mark.line + 1}: {where}{msg}"])
+        where = f"{clip(path)}: " if path else "(top level): "
+        return ConfigError([one_line(f"{self.fname}:{node.start_mark.line + 1}: {where}{msg}")])
 
     def build(self, node: yaml.Node, path: str) -> _Located:
         self.count += 1
@@ -321,7 +379,7 @@ class _Builder:
         if isinstance(node, yaml.ScalarNode):
             return _Located(self._scalar(node, path), line)
         if node.tag != _STD_TAGS.get(type(node)):
-            raise self.fail(node, path, f"unsupported YAML tag {node.tag!r}")
+            raise self.fail(node, path, f"unsupported YAML tag {clip(node.tag)!r}")
         if id(node) in self.active:
             raise self.fail(node, path, "recursive alias: a value cannot contain itself")
         self.active.add(id(node))
@@ -340,7 +398,10 @@ class _Builder:
             if not isinstance(knode, yaml.ScalarNode):
                 raise self.fail(knode, path or "(top level)", "keys must be plain names")
             key = str(knode.value)
-            where = f"{path}.{key}" if path else key
+            where = f"{path}.{clip(key)}" if path else clip(key)
+            bad = _CONTROL.search(key)
+            if bad:
+                raise self.fail(knode, where, f"control character U+{ord(bad.group()):04X} in a key")
             if key in out:
                 raise self.fail(knode, where, f"duplicate key (first at line {keylines[key]})")
             keylines[key] = kline
@@ -349,14 +410,31 @@ class _Builder:
         return out
 
     def _scalar(self, node: yaml.ScalarNode, path: str) -> Any:
+        tag = node.tag
+        explicit = getattr(node, "explicit_tag", False)
+        if explicit and tag not in _PLAIN_TAGS and tag in self.constructor.yaml_constructors:
+            raise self.fail(node, path, f"unsupported YAML tag {_short_tag(tag)!r}: write the plain value")
+        digits = len(re.sub("[^0-9a-fA-F]", "", node.value))
+        if tag == "tag:yaml.org,2002:int" and digits > _MAX_INT_DIGITS:
+            raise self.fail(node, path, f"an integer of {digits} digits is far too large")
         try:
-            return self.constructor.construct_object(node, deep=True)
+            value = self.constructor.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as exc:
-            raise self.fail(node, path, f"unsupported YAML value: {exc.problem}") from None
-        except (ValueError, OverflowError, TypeError):
+            raise self.fail(node, path, f"unsupported YAML value: {clip(str(exc.problem), 120)}") from None
+        except (ValueError, OverflowError, TypeError, KeyError, IndexError, AttributeError):
+            if explicit:
+                raise self.fail(node, path, f"{clip(node.value)!r} is not a valid {_short_tag(tag)} value"
+                                ) from None
             # Looks like a typed scalar but is not one (e.g. the "date" 2001-13-45): keep the text,
             # the field's own type check then reports it.
-            return node.value
+            value = node.value
+        if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 100:
+            raise self.fail(node, path, f"integer {clip(node.value)!r} is far too large")  # 0x…, 1:2:3…
+        if isinstance(value, str):
+            bad = _CONTROL.search(value)
+            if bad:
+                raise self.fail(node, path, f"control character U+{ord(bad.group()):04X} is not allowed")
+        return value
 
 
 class _Reader:
@@ -367,7 +445,8 @@ class _Reader:
         self.errors: list[str] = []
 
     def err(self, line: int, path: str, msg: str) -> None:
-        self.errors.append(f"{self.fname}:{line}: {path}: {msg}")
+        # Values are clipped where they are quoted; this bounds whatever else a message embeds.
+        self.errors.append(one_line(f"{self.fname}:{line}: {clip(path)}: {clip(msg, 400)}"))
 
     def mapping(self, loc: _Located, path: str, allowed: tuple[str, ...]) -> dict[str, _Located]:
         if not isinstance(loc.value, dict):
@@ -387,10 +466,10 @@ class _Reader:
             self.err(loc.line, path, f"must be an integer (got {_kind(v)} {_show(v)})")
             return None
         if v < lo:
-            self.err(loc.line, path, f"must be >= {lo} (got {v})")
+            self.err(loc.line, path, f"must be >= {lo} (got {_show(v)})")
             return None
         if v > hi:
-            self.err(loc.line, path, f"must be <= {hi} (got {v})")
+            self.err(loc.line, path, f"must be <= {hi} (got {_show(v)})")
             return None
         return v
 
@@ -399,8 +478,8 @@ class _Reader:
         if isinstance(v, bool) or not isinstance(v, int | float):
             self.err(loc.line, path, f"must be a number (got {_kind(v)} {_show(v)})")
             return None
-        if not (lo <= v <= hi):
-            self.err(loc.line, path, f"must be between {lo} and {hi} (got {v})")
+        if not (lo <= v <= hi):  # also refuses NaN and infinity: every range is finite
+            self.err(loc.line, path, f"must be between {lo} and {hi} (got {_show(v)})")
             return None
         return float(v)
 
@@ -423,7 +502,7 @@ class _Reader:
         if v not in choices:
             hint = difflib.get_close_matches(v, choices, n=1)
             extra = f"; did you mean {hint[0]!r}?" if hint else ""
-            self.err(loc.line, path, f"must be one of {', '.join(choices)} (got {v!r}){extra}")
+            self.err(loc.line, path, f"must be one of {', '.join(choices)} (got {_show(v)}){extra}")
             return None
         return v
 
@@ -436,10 +515,14 @@ def _kind(v: Any) -> str:
 
 
 def _show(v: Any) -> str:
+    """A value as a message quotes it: repr, cut to a readable length."""
+    if isinstance(v, _Located):
+        v = v.value
     if isinstance(v, dict | list):
         return "..."
-    text = repr(v if not isinstance(v, _Located) else v.value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 200:
+        return f"an integer of about {int(v.bit_length() * 0.30103) + 1} digits"  # str() would raise
+    return clip(repr(v))
 
 
 # Public names for other YAML formats that want the same file:line errors (scenarios).
@@ -473,7 +556,7 @@ def parse_config(text: str, fname: str = "lab.yaml", host_mem_mib: int | None = 
                 name = v
             else:
                 r.err(top["name"].line, "name",
-                      f"{v!r} is not a usable lab name: lowercase letters, digits and '-', starting "
+                      f"{_show(v)} is not a usable lab name: lowercase letters, digits and '-', starting "
                       "with a letter, at most 20 characters (it prefixes libvirt object names)")
 
     profile = "default"
@@ -498,11 +581,12 @@ def parse_config(text: str, fname: str = "lab.yaml", host_mem_mib: int | None = 
                     if not any(parsed.subnet_of(rng) for rng in _RFC1918):
                         r.err(net["cidr"].line, "network.cidr",
                               f"must be inside a private range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16), "
-                              f"got {v}")
+                              f"got {clip(v)}")
                     else:
                         cidr = v
                 except ValueError as exc:
-                    r.err(net["cidr"].line, "network.cidr", f"not an IPv4 network in CIDR form: {exc}")
+                    r.err(net["cidr"].line, "network.cidr",
+                          f"not an IPv4 network in CIDR form: {clip(str(exc))}")
         if "mode" in net:
             mode = r.choice(net["mode"], "network.mode", NETWORK_MODES) or mode
         network = NetworkSpec(cidr=cidr, mode=mode)
@@ -540,18 +624,12 @@ def parse_config(text: str, fname: str = "lab.yaml", host_mem_mib: int | None = 
     if "image" in top:
         v = r.string(top["image"], "image")
         if v is not None and v != "builtin":
-            p = Path(v).expanduser()
-            if not p.is_absolute():
-                p = (Path(fname).resolve().parent / p) if fname.endswith((".yaml", ".yml")) else p
-            try:
-                exists = p.is_file()
-            except (OSError, ValueError):  # name too long, NUL byte, unreadable parent
-                exists = False
-            if not exists:
+            found, problem = _image_path(v, fname)
+            if problem:
                 r.err(top["image"].line, "image", f"'builtin' or the path of a cloud image; {_show(v)} "
-                      "does not exist")
+                      f"{problem}")
             else:
-                image = str(p)
+                image = found
 
     accel = "auto"
     if "accel" in top:
@@ -561,9 +639,9 @@ def parse_config(text: str, fname: str = "lab.yaml", host_mem_mib: int | None = 
     if "libvirt_uri" in top:
         v = r.string(top["libvirt_uri"], "libvirt_uri")
         if v is not None:
-            if "://" not in v:
-                r.err(top["libvirt_uri"].line, "libvirt_uri", f"must be a libvirt URI like qemu:///system "
-                      f"(got {v!r})")
+            problem = libvirt_uri_problem(v)
+            if problem:
+                r.err(top["libvirt_uri"].line, "libvirt_uri", problem)
             else:
                 libvirt_uri = v
 
@@ -610,6 +688,77 @@ def parse_config(text: str, fname: str = "lab.yaml", host_mem_mib: int | None = 
     return cfg
 
 
+PATH_MAX = 4095  # Linux: 4096 bytes with the terminating NUL
+NAME_MAX = 255
+
+
+def _image_path(v: str, fname: str) -> tuple[str, str]:
+    """(absolute path, "") for an existing image file, else ("", why not)."""
+    if "\n" in v or "\t" in v:
+        return "", "is not a single-line path"
+    raw = v.encode("utf-8", "surrogateescape")
+    if len(raw) > PATH_MAX or any(len(part) > NAME_MAX for part in raw.split(b"/")):
+        return "", f"is too long ({len(raw)} bytes; a path takes {PATH_MAX}, a file name {NAME_MAX})"
+    try:
+        p = Path(v).expanduser()
+    except RuntimeError:  # ~nosuchuser/…, or ~/… with no home directory known
+        user = v[1:].split("/")[0]
+        if not user:
+            return "", "starts with ~ but this process has no home directory ($HOME unset)"
+        return "", f"names the home of {clip(user)!r}, a user this system does not know"
+    if not p.is_absolute():
+        p = (Path(fname).resolve().parent / p) if fname.endswith((".yaml", ".yml")) else p
+    try:
+        exists = p.is_file()
+    except (OSError, ValueError):  # name too long after joining, NUL byte, unreadable parent
+        exists = False
+    return (str(p), "") if exists else ("", "does not exist")
+
+
+# libvirt transports that run no program on this host. `ext` runs the `command=` program; `ssh` runs
+# the local ssh client, `command=` replaces it. libssh/libssh2 are libraries inside libvirt.
+LIBVIRT_TRANSPORTS = ("", "ssh", "tls", "tcp", "unix", "libssh", "libssh2")
+# Query parameters a URI may carry: connection options only. Everything else is refused, above all
+# `command` (a local program) and `netcat` (a program run for us on the remote host).
+LIBVIRT_URI_PARAMS = ("name", "socket", "mode", "proxy", "no_verify", "no_tty", "pkipath", "tls_priority",
+                      "keyfile", "known_hosts", "known_hosts_verify", "sshauth")
+
+
+def libvirt_uri_problem(uri: str) -> str:
+    """Why `uri` is not accepted as lab.yaml's libvirt_uri, or "" when it is. halab runs libvirt
+    (and Terraform's libvirt provider) as whoever runs it, often root: a URI must not be a way to
+    run a program."""
+    shown = clip(repr(uri))
+    if "://" not in uri or any(c.isspace() for c in uri):
+        return f"must be a libvirt URI like qemu:///system (got {shown})"
+    scheme, _, rest = uri.partition("://")
+    driver, _, transport = scheme.lower().partition("+")
+    if not re.fullmatch(r"[a-z][a-z0-9]*", driver):
+        return f"must be a libvirt URI like qemu:///system (got {shown})"
+    if transport not in LIBVIRT_TRANSPORTS:
+        allowed = ", ".join(f"+{t}" for t in LIBVIRT_TRANSPORTS if t)
+        return (f"transport {clip(transport)!r} is not allowed: it can run a program on this host "
+                f"(allowed: none, {allowed}; got {shown})")
+    parts = urllib.parse.urlsplit("x://" + rest)
+    # User and host end up on the ssh command line: nothing that could read as an option.
+    user, _, hostport = parts.netloc.rpartition("@")
+    if not re.fullmatch(r"([A-Za-z0-9_][A-Za-z0-9._%-]*)?", user) or not re.fullmatch(
+            r"([A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])?(:[0-9]{1,5})?", hostport):
+        return f"user and host must be plain names, like qemu+ssh://user@host/system (got {shown})"
+    query = parts.query
+    # libvirt splits parameters at '&' and ';' and undoes %-escapes in their names.
+    for part in re.split("[&;]", query):
+        if not part:
+            continue
+        name = urllib.parse.unquote(part.partition("=")[0]).strip().lower()
+        if name not in LIBVIRT_URI_PARAMS:
+            why = ("names a program to run" if name in ("command", "netcat") else "is not a connection "
+                   "option halab allows")
+            return (f"query parameter {clip(name)!r} {why} (allowed: {', '.join(LIBVIRT_URI_PARAMS)}; "
+                    f"got {shown})")
+    return ""
+
+
 def _read_haproxy(r: _Reader, loc: _Located | None) -> HAProxySettings:
     keys = ("preset", *[f for f in HAPROXY_PRESET_VALUES["fast"]])
     if loc is None:
@@ -644,7 +793,7 @@ def _read_haproxy(r: _Reader, loc: _Located | None) -> HAProxySettings:
             bad = [w for w in v.split() if w not in allowed]
             if bad or not v.split():
                 r.err(fields["retry_on"].line, "haproxy.retry_on",
-                      f"unknown retry-on keyword(s) {', '.join(bad) or '(empty)'}")
+                      f"unknown retry-on keyword(s) {clip(', '.join(bad)) or '(empty)'}")
             else:
                 values["retry_on"] = v
     return HAProxySettings(**values)
@@ -688,17 +837,74 @@ def default_config_path() -> Path | None:
     return local if local.is_file() else None
 
 
+MAX_FILE_BYTES = 1 << 20  # lab and scenario files are a few KiB
+
+
+def read_definition(path: Path, trusted_only: bool = False) -> str:
+    """The text of a lab or scenario file. Only a regular file of at most 1 MiB is read: opening
+    does not block (a FIFO would hang forever) and reading stops at the limit (/dev/zero would eat
+    the memory). With ``trusted_only`` (a file found rather than named) it must also be the user's
+    own or root's and writable by no one else, as OpenSSH treats its config: otherwise running halab
+    in someone else's directory would run their lab definition (and its libvirt URI)."""
+    shown = one_line(str(path))
+    if len(str(path)) > PATH_MAX:  # cannot name a file; not worth echoing whole either
+        raise ConfigError([f"{clip(shown)}: cannot read: file name too long ({len(str(path))} "
+                           f"characters; at most {PATH_MAX})"])
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ConfigError([f"{shown}: no such file"]) from None
+    except (OSError, ValueError) as exc:  # permission, name too long, NUL in the name
+        raise ConfigError([f"{shown}: cannot read: {getattr(exc, 'strerror', None) or exc}"]) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                    else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                    else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a file")
+            raise ConfigError([f"{shown}: is {kind}, not a regular file"])
+        if st.st_size > MAX_FILE_BYTES:
+            raise ConfigError([f"{shown}: {st.st_size} bytes is too large for a definition "
+                               f"(at most {MAX_FILE_BYTES} bytes)"])
+        if trusted_only:
+            problem = _untrusted(st)
+            if problem:
+                raise ConfigError([f"{shown}: refusing a lab file found by default that {problem}; fix it "
+                                   f"(chmod go-w / chown) or name it with -c {shown} if you trust it"])
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([f"{shown}: cannot read: {exc.strerror or exc}"]) from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:  # grew while being read
+        raise ConfigError([f"{shown}: too large for a definition (at most {MAX_FILE_BYTES} bytes)"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError([f"{shown}:{line}: cannot read: not UTF-8 text (byte 0x{data[exc.start]:02x})"]
+                          ) from None
+
+
+def _untrusted(st: os.stat_result) -> str:
+    if st.st_uid not in (0, os.getuid()):
+        return f"is owned by another user (uid {st.st_uid})"
+    if st.st_mode & 0o022:
+        who = ("group and others" if st.st_mode & 0o022 == 0o022 else
+               "others" if st.st_mode & 0o002 else "group")
+        return f"is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o})"
+    return ""
+
+
 def load_config(path: str | Path | None = None) -> LabConfig:
-    """Read the lab definition; with no file, the built-in default lab."""
+    """Read the lab definition; with no file, the built-in default lab. A file found by default
+    ($HALAB_CONFIG, ./lab.yaml) must be trusted; one given explicitly is the user's choice."""
+    found = path is None
     if path is None:
         path = default_config_path()
     if path is None:
         return parse_config("", "<built-in default>")
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"{p}: no such file"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{p}: cannot read: {exc}"]) from None
-    return parse_config(text, str(p))
+    return parse_config(read_definition(p, trusted_only=found), str(p))

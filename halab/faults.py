@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import re
 import subprocess
@@ -41,7 +42,7 @@ ROLE_SERVICES: dict[str, str] = {
     "db": "mariadb",
     "mq": "rabbitmq-server",
 }
-_SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9@._-]{0,63}$")
+_SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9@._-]{0,63}\Z")  # \Z: no trailing newline
 
 # Fault kinds that stay active until undone, and the action that undoes each.
 UNDO: dict[str, str] = {
@@ -121,8 +122,31 @@ class FaultStore:
         except (OSError, ValueError) as exc:
             raise HalabError(f"{self.path}: unreadable fault record ({exc}); remove it after checking "
                              "the lab by hand") from None
-        return [ActiveFault(d["kind"], d["node"], float(d["started"]), dict(d.get("params") or {}))
-                for d in data.get("active", [])]
+        return self._parse(data)
+
+    def _parse(self, data: Any) -> list[ActiveFault]:
+        """The records in `data`; an empty file-level value ({}, [], null) is no faults. A record
+        that names no fault to undo is an error naming it, not a traceback: guessing could leave
+        a fault in place or undo something that was never done."""
+        entries = data.get("active", []) if isinstance(data, dict) else data if data is not None else []
+        if not isinstance(entries, list):
+            raise HalabError(f"{self.path}: damaged fault record ('active' is not a list); check the "
+                             "lab by hand (`./lab.py status`), then remove the file")
+        out: list[ActiveFault] = []
+        for i, d in enumerate(entries):
+            problem = ("is not an object" if not isinstance(d, dict) else
+                       "has no fault kind" if not isinstance(d.get("kind"), str) else
+                       f"has an unknown kind {str(d['kind'])[:40]!r}" if d["kind"] not in UNDO else
+                       "names no node" if not isinstance(d.get("node"), str) or not d["node"] else "")
+            if problem:
+                raise HalabError(f"{self.path}: damaged fault record: entry {i + 1} {problem}; check the "
+                                 "lab by hand (`./lab.py status`), then remove the file")
+            started = d.get("started")
+            params = d.get("params")
+            out.append(ActiveFault(d["kind"], d["node"],
+                                   float(started) if isinstance(started, int | float) else 0.0,
+                                   dict(params) if isinstance(params, dict) else {}))
+        return out
 
     def _write(self, faults: list[ActiveFault]) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -395,6 +419,8 @@ class Faults:
     def netem(self, node: str, delay_ms: float = 0.0, jitter_ms: float = 0.0, loss_pct: float = 0.0
               ) -> FaultEvent:
         """Latency / loss on traffic the host sends to the node (egress of its host-side tap)."""
+        if not all(math.isfinite(v) for v in (delay_ms, jitter_ms, loss_pct)):
+            raise UsageError("netem: delay, jitter and loss must be finite numbers (got NaN or infinity)")
         if delay_ms < 0 or jitter_ms < 0 or not (0 <= loss_pct <= 100):
             raise UsageError("netem: delay and jitter must be >= 0 ms, loss between 0 and 100 %")
         if delay_ms == 0 and loss_pct == 0:

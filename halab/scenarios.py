@@ -72,6 +72,7 @@ from halab.config import (
     compose_located,
     describe_kind,
     describe_value,
+    read_definition,
 )
 from halab.errors import ConfigError, HalabError, UsageError
 from halab.faults import UNDO
@@ -97,8 +98,8 @@ FAULT_PARAMS: dict[str, dict[str, tuple[str, float, float]]] = {
     "stop-service": {"service": ("string", 0, 0)},
     "reboot": {"hard": ("boolean", 0, 0)},
 }
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-_NODE_RE = re.compile(r"^(haproxy|api|db|mq)-[1-9][0-9]?$")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}\Z")  # \Z: "$" would accept a trailing newline
+_NODE_RE = re.compile(r"^(haproxy|api|db|mq)-[1-9][0-9]?\Z")
 
 # metric -> (unit, request kind or None for all, family)
 METRICS: dict[str, tuple[str, str | None, str]] = {
@@ -124,14 +125,14 @@ OPS: dict[str, Callable[[float, float], bool]] = {
 WRITES_STUCK_MAX_PCT = 10.0
 
 _METRIC_RE = re.compile(
-    r"^(?P<metric>[a-z_0-9]+)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<value>-?[0-9]+(?:\.[0-9]+)?)\s*"
+    r"^(?P<metric>[a-z_0-9]+)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<value>-?[0-9]{1,12}(?:\.[0-9]{1,12})?)\s*"
     r"(?P<unit>%|s|ms)?(?:\s+over\s+(?P<scope>\S+))?$")
 _NODE_HYP_RE = re.compile(
     r"^node\s+(?P<node>\S+)\s+(?P<back>back\s+)?(?P<state>UP|DOWN)\s+within\s+"
-    r"(?P<within>[0-9]+(?:\.[0-9]+)?)\s*s$")
+    r"(?P<within>[0-9]{1,9}(?:\.[0-9]{1,9})?)\s*s$")
 _STUCK_RE = re.compile(r"^writes\s+stuck(?:\s+in\s+BUILD)?(?:\s+over\s+(?P<scope>\S+))?$")
 _COND_NODE_RE = re.compile(r"^node\s+(?P<node>\S+)\s+(?:back\s+)?(?P<state>UP|DOWN)$")
-_COND_STEADY_RE = re.compile(r"^steady\s+(?P<n>[0-9]+)\s*s$")
+_COND_STEADY_RE = re.compile(r"^steady\s+(?P<n>[0-9]{1,9})\s*s$")
 
 
 # ---- the model ----------------------------------------------------------------------------------
@@ -290,7 +291,7 @@ class _ScenarioReader(LocatedReader):
     def node(self, loc: Located, path: str) -> str | None:
         v = self.string(loc, path)
         if v is not None and not _NODE_RE.match(v):
-            self.err(loc.line, path, f"not a node name like api-2 or db-1 (got {v!r})")
+            self.err(loc.line, path, f"not a node name like api-2 or db-1 (got {describe_value(v)})")
             return None
         return v
 
@@ -301,6 +302,7 @@ def parse_hypothesis(text: str, scope: str, line: int, r: LocatedReader | None =
     own = r is None
     reader = r or LocatedReader("<hypothesis>")
     t = " ".join(text.split())
+    shown = describe_value(t)
 
     def fail(msg: str) -> None:
         reader.err(line, path or "hypothesis", msg)
@@ -311,10 +313,10 @@ def parse_hypothesis(text: str, scope: str, line: int, r: LocatedReader | None =
         if word is None:
             return scope
         if word not in ("step", "run"):
-            fail(f"{t!r}: 'over' takes step or run (got {word!r})")
+            fail(f"{shown}: 'over' takes step or run (got {describe_value(word)})")
             return None
         if word == "step" and scope == "run":
-            fail(f"{t!r}: 'over step' belongs under a step's expect:, not in the top-level hypotheses")
+            fail(f"{shown}: 'over step' belongs under a step's expect:, not in the top-level hypotheses")
             return None
         return word
 
@@ -326,7 +328,7 @@ def parse_hypothesis(text: str, scope: str, line: int, r: LocatedReader | None =
 
             hint = difflib.get_close_matches(metric, METRICS, n=1)
             extra = f" (did you mean {hint[0]!r}?)" if hint else f"; known: {', '.join(METRICS)}"
-            fail(f"{t!r}: unknown metric {metric!r}{extra}")
+            fail(f"{shown}: unknown metric {describe_value(metric)}{extra}")
             return None
         unit = METRICS[metric][0]
         value = float(m["value"])
@@ -336,10 +338,10 @@ def parse_hypothesis(text: str, scope: str, line: int, r: LocatedReader | None =
             elif unit == "ms" and m["unit"] == "s":
                 value *= 1000.0
             else:
-                fail(f"{t!r}: {metric} is measured in {unit or 'plain numbers'}, not {m['unit']!r}")
+                fail(f"{shown}: {metric} is measured in {unit or 'plain numbers'}, not {m['unit']!r}")
                 return None
         if unit == "%" and not 0 <= value <= 100:
-            fail(f"{t!r}: a percentage must be between 0 and 100 (got {value:g})")
+            fail(f"{shown}: a percentage must be between 0 and 100 (got {value:g})")
             return None
         sc = scope_of(m["scope"])
         if sc is None:
@@ -349,7 +351,7 @@ def parse_hypothesis(text: str, scope: str, line: int, r: LocatedReader | None =
     m = _NODE_HYP_RE.match(t)
     if m:
         if not _NODE_RE.match(m["node"]):
-            fail(f"{t!r}: not a node name like api-2 (got {m['node']!r})")
+            fail(f"{shown}: not a node name like api-2 (got {describe_value(m['node'])})")
             return None
         return Hypothesis(text=t, kind="node", scope=scope, line=line, name=name, profiles=profiles,
                           node=m["node"], state=m["state"], back=bool(m["back"]),
@@ -361,7 +363,7 @@ def parse_hypothesis(text: str, scope: str, line: int, r: LocatedReader | None =
             return None
         return Hypothesis(text=t, kind="writes-stuck", scope=sc, line=line, name=name, profiles=profiles,
                           metric="write_availability", op="<=", value=WRITES_STUCK_MAX_PCT)
-    fail(f"{t!r}: not a hypothesis; write e.g. 'read_availability >= 99.9 %', 'error_window_s <= 2', "
+    fail(f"{shown}: not a hypothesis; write e.g. 'read_availability >= 99.9 %', 'error_window_s <= 2', "
          "'node api-2 back UP within 60 s', 'failed_pages == 0' or 'writes stuck'")
     return None
 
@@ -374,13 +376,13 @@ def _condition(r: LocatedReader, loc: Located, path: str) -> str | None:
     m = _COND_NODE_RE.match(t)
     if m:
         if not _NODE_RE.match(m["node"]):
-            r.err(loc.line, path, f"not a node name like api-2 (got {m['node']!r})")
+            r.err(loc.line, path, f"not a node name like api-2 (got {describe_value(m['node'])})")
             return None
         return t
     if t in ("detected", "recovered") or _COND_STEADY_RE.match(t):
         return t
-    r.err(loc.line, path, f"unknown condition {t!r}: use 'node api-2 DOWN', 'node api-2 UP', 'detected', "
-          "'recovered' or 'steady 5 s'")
+    r.err(loc.line, path, f"unknown condition {describe_value(t)}: use 'node api-2 DOWN', 'node api-2 UP', "
+          "'detected', 'recovered' or 'steady 5 s'")
     return None
 
 
@@ -557,7 +559,8 @@ def parse_scenario(text: str, fname: str = "scenario.yaml") -> Scenario:
             if _NAME_RE.match(v):
                 name = v
             else:
-                r.err(top["name"].line, "name", f"{v!r}: lowercase letters, digits and '-' only")
+                r.err(top["name"].line, "name",
+                      f"{describe_value(v)}: lowercase letters, digits and '-' only")
     description = ""
     if "description" in top:
         description = r.string(top["description"], "description") or ""
@@ -636,15 +639,12 @@ def _check_flow(r: LocatedReader, steps: list[Step]) -> None:
 
 def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
-    if not p.exists() and not p.suffix and (SCENARIO_DIR / f"{p}.yaml").is_file():
-        p = SCENARIO_DIR / f"{p}.yaml"  # a built-in by name: `scenario run api-node-loss`
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"{p}: no such file"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{p}: cannot read: {exc}"]) from None
-    return parse_scenario(text, str(p))
+        if not p.exists() and not p.suffix and (SCENARIO_DIR / f"{p}.yaml").is_file():
+            p = SCENARIO_DIR / f"{p}.yaml"  # a built-in by name: `scenario run api-node-loss`
+    except (OSError, ValueError):  # a name too long, a NUL byte: read_definition says so
+        pass
+    return parse_scenario(read_definition(p), str(p))
 
 
 def builtin_scenarios(directory: Path | None = None) -> list[Path]:

@@ -79,7 +79,7 @@ def test_reset_forgets_writes_and_leaves_nothing_for_terraform(lab):
           f"{boot_s / res['seconds']['total']:.1f}x")
     assert res["healthy"] is True, res["problems"]
     if res["seconds"]["total"] > 20.0:
-        print(f"LOUD: reset took {res['seconds']['total']} s (issue 14 asks <= 20 s); `./lab.py bench` measures it")
+        print(f"LOUD: reset took {res['seconds']['total']} s (issue 14 asks <= 20 s; bench measures it)")
     with pytest.raises(urllib.error.HTTPError) as exc:
         _http(f"http://{vip}/v2/servers/{sid}")
     assert exc.value.code == 404

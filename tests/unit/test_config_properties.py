@@ -17,7 +17,7 @@ BIG_HOST = 1 << 20
 LOCATED = re.compile(r"^lab\.yaml:\d+: ")
 # HALAB_FUZZ_EXAMPLES=5000 for a longer hunt; the default keeps the unit tier in seconds.
 SETTINGS = settings(max_examples=int(os.environ.get("HALAB_FUZZ_EXAMPLES", "300")), deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 def check(text: str) -> None:
@@ -27,6 +27,7 @@ def check(text: str) -> None:
         assert exc.errors, "a ConfigError must carry at least one message"
         for line in exc.errors:
             assert LOCATED.match(line), line
+            assert "\n" not in line and len(line) < 700, line  # one readable line
         return
     assert isinstance(cfg, LabConfig)
     # A config that validates must also be usable by every layer.
@@ -99,3 +100,15 @@ lab = st.fixed_dictionaries({}, optional={
 @given(lab)
 def test_random_lab_definitions(data):
     check(yaml.safe_dump(data))
+
+
+# Hostile documents written as YAML text (tests/support/yaml_fuzz.py): explicit tags, integers of
+# thousands of digits, control characters raw and escaped, ~user and over-long paths, NaN/inf,
+# program-running libvirt URIs, aliases, deep nesting (issue 15).
+from tests.support.yaml_fuzz import lab_texts  # noqa: E402
+
+
+@SETTINGS
+@given(lab_texts)
+def test_hostile_lab_files(text):
+    check(text)
