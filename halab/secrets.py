@@ -154,7 +154,7 @@ class LabKeys:
 # ---- files -------------------------------------------------------------------------------------
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Write atomically with mode 0600 from the first byte (never world-readable, even briefly)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -209,7 +209,7 @@ def load_or_create_secrets(cfg: LabConfig, state_dir: Path | None = None) -> Lab
     path = base / SECRETS_FILE
     fresh = LabSecrets.generate()
     if not path.exists():
-        _write_private(path, _dump_secrets(fresh))
+        write_private(path, _dump_secrets(fresh))
         return fresh
     try:
         data = json.loads(_read_private(path))
@@ -228,7 +228,7 @@ def load_or_create_secrets(cfg: LabConfig, state_dir: Path | None = None) -> Lab
         values[name] = getattr(fresh, name)
     result = LabSecrets(**values)
     if missing:
-        _write_private(path, _dump_secrets(result))
+        write_private(path, _dump_secrets(result))
     return result
 
 
@@ -255,7 +255,7 @@ def _load_or_create_pair(priv: Path, comment: str) -> SSHKeyPair:
             ) from None
     else:
         pair = SSHKeyPair.generate(comment)
-        _write_private(priv, pair.private_openssh)
+        write_private(priv, pair.private_openssh)
     pub = priv.with_name(priv.name + ".pub")
     if not pub.exists() or pub.read_text(encoding="utf-8").strip() != pair.public_openssh:
         _write_public(pub, pair.public_openssh + "\n")
@@ -283,7 +283,7 @@ def load_or_create_keys(cfg: LabConfig, state_dir: Path | None = None) -> LabKey
         for node in cfg.nodes()
     }
     kh = base / "known_hosts"
-    _write_private(kh, known_hosts_text(cfg, host_keys))
+    write_private(kh, known_hosts_text(cfg, host_keys))
     return LabKeys(client=client, client_key_path=client_path, host_keys=host_keys, known_hosts_path=kh)
 
 
