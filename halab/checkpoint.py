@@ -35,6 +35,7 @@ import libvirt
 
 from halab.config import LabConfig
 from halab.errors import HalabError, UsageError
+from halab.lifecycle import Progress as Step  # one progress shape for every lab command
 from halab.paths import lab_state_dir
 from halab.virt import DomainState, LabVirt, state_of
 
@@ -47,16 +48,6 @@ _FORMAT = 1
 
 class CheckpointError(HalabError):
     """A checkpoint cannot be made, found or restored; the lab is left as it was."""
-
-
-@dataclass(frozen=True)
-class Step:
-    """One line of progress: phase (pause, save, copy, restore, resume, clock, health), node or None."""
-
-    phase: str
-    message: str
-    elapsed_s: float
-    node: str | None = None
 
 
 StepCallback = Callable[[Step], None]
