@@ -699,3 +699,90 @@ def _write_json(path: Path, data: Any) -> None:
     from halab.secrets import write_private
 
     write_private(path, json.dumps(data, indent=2))
+
+
+# ---- lab commands (locked: one writer per lab) ----------------------------------------------------
+
+
+def _warm(cfg: LabConfig, progress: StepCallback | None) -> WarmLab:
+    from halab.lifecycle import lab_ssh
+
+    return WarmLab(cfg, ssh_factory=lambda: lab_ssh(cfg), progress=progress)
+
+
+def _stats_auth(cfg: LabConfig) -> tuple[str, str]:
+    from halab.secrets import load_or_create_secrets
+
+    s = load_or_create_secrets(cfg)
+    return (s.haproxy_stats_user, s.haproxy_stats_password)
+
+
+def _need_lab(cfg: LabConfig) -> None:
+    from halab.lifecycle import LabNotUp, lab_exists
+
+    if not lab_exists(cfg):
+        raise LabNotUp(f"lab {cfg.name!r} is not up; run ./lab.py up")
+
+
+def _fault_store(cfg: LabConfig):
+    from halab.faults import FaultStore
+
+    return FaultStore(lab_state_dir(cfg.name) / "faults.json")
+
+def save_checkpoint(cfg: LabConfig, name: str = READY, progress: StepCallback | None = None,
+                    *, locked: bool = False) -> CheckpointInfo:
+    """`checkpoint save`: the whole lab as one cut, with halab's own records (active faults)."""
+    from halab.lifecycle import lab_lock
+
+    _need_lab(cfg)
+    check_name(name)
+    with contextlib.nullcontext() if locked else lab_lock(cfg), _warm(cfg, progress) as warm:
+        faults = [f.to_dict() for f in _fault_store(cfg).load()]
+        return warm.save(name, faults=faults)
+
+
+def reset(cfg: LabConfig, name: str = READY, progress: StepCallback | None = None) -> RestoreResult:
+    """`reset`: every node back to the checkpoint, together; records made to match it."""
+    from halab.faults import ActiveFault
+    from halab.lifecycle import lab_lock
+
+    _need_lab(cfg)
+    info = find_checkpoint(cfg, name)
+    check_definition(cfg, info)
+    with lab_lock(cfg), _warm(cfg, progress) as warm:
+        result = warm.restore(name, stats_auth=_stats_auth(cfg))
+        _fault_store(cfg).replace([ActiveFault(f["kind"], f["node"], float(f["started"]),
+                                               dict(f.get("params") or {})) for f in info.faults])
+    return result
+
+
+def stop_lab(cfg: LabConfig, progress: StepCallback | None = None) -> dict[str, float]:
+    from halab.lifecycle import lab_lock
+
+    _need_lab(cfg)
+    with lab_lock(cfg), _warm(cfg, progress) as warm:
+        return warm.stop()
+
+
+def start_lab(cfg: LabConfig, progress: StepCallback | None = None) -> RestoreResult:
+    from halab.lifecycle import lab_lock
+
+    _need_lab(cfg)
+    with lab_lock(cfg), _warm(cfg, progress) as warm:
+        return warm.start(stats_auth=_stats_auth(cfg))
+
+
+def start_if_stopped(cfg: LabConfig, progress: StepCallback | None = None) -> RestoreResult | None:
+    """For `up`/`heal` (lock already held): a stopped lab comes back warm, not through a cold boot."""
+    with _warm(cfg, progress) as warm:
+        if not warm.stopped_nodes():
+            return None
+        return warm.start(stats_auth=_stats_auth(cfg))
+
+
+def ready_checkpoint_valid(cfg: LabConfig) -> bool:
+    try:
+        check_definition(cfg, find_checkpoint(cfg, READY))
+    except CheckpointError:
+        return False
+    return True
