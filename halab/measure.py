@@ -255,8 +255,10 @@ def measure_failover(
         recovery_s=(recovered_at - revive_at) if recovered_at is not None and revive_at is not None else None,
         service_up_s=(service_up_at - revive_at) if service_up_at is not None and revive_at is not None
         else None,
-        rejoin_s=(recovered_at - service_up_at) if recovered_at is not None and service_up_at is not None
-        and recovered_at >= service_up_at else None,
+        # Served before halab's own health probe (sampled about once a second) saw the node: the
+        # balancer took no measurable time (seen after a warm revive, whose service is up at once).
+        rejoin_s=max(0.0, recovered_at - service_up_at) if recovered_at is not None
+        and service_up_at is not None else None,
         notes=notes,
     )
 

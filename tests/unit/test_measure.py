@@ -84,6 +84,20 @@ def test_known_answers_api_kill():
     json.dumps(d)
 
 
+def test_balancer_before_the_health_probe_is_a_zero_rejoin():
+    """A warm revive serves at once: HAProxy put api-2 back (and it served) before halab's own
+    health probe, sampled about once a second, saw it. The rejoin is 0, not unknown."""
+    events = [fault(T0 + 10.0, "kill"), probe(T0 + 11.0, "api-2", "UP", "DOWN", "down"),
+              fault(T0 + 20.0, "revive"), probe(T0 + 25.0, "api-2", "DOWN", "UP", "up"),
+              probe(T0 + 25.6, "api-2", "down", "ok", "up", source="health")]
+    reqs = [req("read", T0 + t / 10) for t in range(0, 300)]
+    reqs.append(req("read", T0 + 25.2, node="api-2"))
+    r = measure_failover(CFG, events, reqs, "kill", "api-2")
+    assert r.recovery_s == pytest.approx(5.21)
+    assert r.service_up_s == pytest.approx(5.6)
+    assert r.rejoin_s == 0.0
+
+
 def test_detection_ignores_other_nodes_and_sources():
     events = [fault(T0, "kill"), probe(T0 + 0.2, "api-3", "UP", "DOWN", "down"),
               Event(T0 + 0.3, "probe", "api-2 is shut off", "api-2", "libvirt",
