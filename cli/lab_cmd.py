@@ -140,6 +140,8 @@ def _print_roles(roles: dict) -> None:
     if "vip_holders" in roles:
         print(f"  VIP held by: {', '.join(roles['vip_holders']) or 'nobody'}")
     print(f"  api health: {join(roles['api'])}")
+    if "services_summary" in roles:
+        print(f"  services: {roles['services_summary']}")
     ages = {n: (f"{a:.1f}s" if a is not None else "never") for n, a in roles["heartbeat_age_s"].items()}
     print(f"  heartbeat age: {join(ages)}")
     if roles.get("galera"):

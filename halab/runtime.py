@@ -156,4 +156,10 @@ def role_health(live: LiveLab) -> dict[str, Any]:
             if rc == 0 and f" {cfg.vip}/" in text:
                 holders.append(name)
         out["vip_holders"] = holders
+    from halab.services import read_services, summary_line
+
+    running = [n for n, st in live.virt.states().items() if str(st) == "running"]
+    services = read_services(cfg, run, nodes=running)
+    out["services"] = {n: ns.to_dict() for n, ns in services.items()}
+    out["services_summary"] = summary_line(services)
     return out

@@ -1,0 +1,128 @@
+"""`status` names a role service that fails or keeps restarting, and a role setup that failed —
+from `systemctl show` blocks and the setup markers (halab.services)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cli.lab_cmd import _print_roles
+from halab.config import parse_config
+from halab.services import classify, command, parse, read_services, summary_line
+from halab.ssh import SSHUnavailable
+
+HA = parse_config("name: s\nprofile: ha\n", "lab.yaml", host_mem_mib=1 << 20)
+
+# What `systemctl show --property=Id,ActiveState,SubState,Result,NRestarts` prints for two units
+# (one block per unit, in the order asked, blank line between) — here RabbitMQ waiting to restart.
+RESTARTING = """Id=rabbitmq-server.service
+ActiveState=activating
+SubState=auto-restart
+Result=exit-code
+NRestarts=4
+--halab-setup--
+running
+"""
+FAILED_SETUP = """Id=halab-galera.service
+ActiveState=failed
+SubState=failed
+Result=exit-code
+NRestarts=0
+
+Id=halab-clustercheck.service
+ActiveState=active
+SubState=running
+Result=success
+NRestarts=0
+--halab-setup--
+failed
+step=wait for the cluster
+exit=1
+line=40
+time=2026-12-02T21:00:00Z
+"""
+HEALTHY = """Id=haproxy.service
+ActiveState=active
+SubState=running
+Result=success
+NRestarts=0
+
+Id=keepalived.service
+ActiveState=active
+SubState=running
+Result=success
+NRestarts=1
+--halab-setup--
+ready
+"""
+
+
+@pytest.mark.parametrize(("active", "sub", "result", "want"), [
+    ("active", "running", "success", "running"),
+    ("active", "exited", "success", "running"),  # a oneshot that ran
+    ("activating", "auto-restart", "exit-code", "restarting"),
+    ("activating", "start", "success", "starting"),
+    ("failed", "failed", "exit-code", "failed"),
+    ("inactive", "dead", "timeout", "failed"),
+    ("inactive", "dead", "success", "stopped"),
+    ("weird", "x", "", "unknown"),
+])
+def test_systemd_states_in_the_words_a_user_acts_on(active, sub, result, want):
+    assert classify(active, sub, result) == want
+
+
+def test_a_restarting_service_and_an_unfinished_setup():
+    ns = parse("mq-1", ["rabbitmq-server"], RESTARTING)
+    (s,) = ns.services
+    assert (s.unit, s.state, s.active, s.restarts) == (
+        "rabbitmq-server", "restarting", "activating/auto-restart", 4)
+    assert ns.setup == "running" and not ns.healthy
+    assert summary_line({"mq-1": ns}) == (
+        "mq-1 rabbitmq-server restarting (activating/auto-restart, 4 restarts); "
+        "mq-1 role setup still running")
+
+
+def test_a_failed_setup_names_its_step():
+    ns = parse("db-2", ["halab-galera", "halab-clustercheck"], FAILED_SETUP)
+    assert [s.state for s in ns.services] == ["failed", "running"]
+    assert ns.setup == "failed" and ns.setup_failed_step == "wait for the cluster"
+    line = summary_line({"db-2": ns})
+    assert "db-2 halab-galera failed (failed/failed)" in line
+    assert "db-2 role setup FAILED at wait for the cluster" in line
+
+
+def test_healthy_nodes_say_so_but_restarts_are_not_hidden():
+    ns = parse("haproxy-1", ["haproxy", "keepalived"], HEALTHY)
+    assert ns.healthy
+    assert summary_line({"haproxy-1": ns}) == "haproxy-1 keepalived running after 1 restarts"
+    calm = parse("haproxy-1", ["haproxy"], HEALTHY.replace("NRestarts=1", "NRestarts=0"))
+    assert summary_line({"haproxy-1": calm}) == "all 1 role services running on 1 nodes"
+
+
+def test_missing_or_garbled_output_is_unknown_never_healthy():
+    ns = parse("api-1", ["halab-api"], "")
+    assert ns.services[0].state == "unknown" and ns.setup == "unknown" and not ns.healthy
+    ns = parse("api-1", ["halab-api"], "Id=halab-api.service\nNRestarts=lots\n--halab-setup--\nready\n")
+    assert ns.services[0].restarts == 0 and not ns.healthy
+
+
+def test_read_services_asks_each_node_for_its_role_units_and_skips_the_unreachable():
+    asked: dict[str, str] = {}
+
+    def run(node: str, cmd: str) -> tuple[int, str, str]:
+        asked[node] = cmd
+        if node == "mq-2":
+            raise SSHUnavailable("mq-2: no route")
+        return 0, RESTARTING if node.startswith("mq") else HEALTHY, ""
+
+    got = read_services(HA, run, nodes=["mq-1", "mq-2", "haproxy-1"])
+    assert set(asked) == {"mq-1", "mq-2", "haproxy-1"}
+    assert asked["haproxy-1"] == command(["haproxy", "keepalived"])
+    assert "rabbitmq-server" in asked["mq-1"]
+    assert set(got) == {"mq-1", "haproxy-1"}  # mq-2's unreachability is the node list's to say
+    assert got["mq-1"].services[0].state == "restarting"
+
+
+def test_status_prints_the_services_line(capsys):
+    line = "mq-1 rabbitmq-server restarting (activating/auto-restart, 4 restarts)"
+    _print_roles({"haproxy": {}, "api": {}, "heartbeat_age_s": {}, "services_summary": line})
+    assert f"  services: {line}" in capsys.readouterr().out.splitlines()
