@@ -567,8 +567,21 @@ class LabSession:
     def kill(self, node: str) -> ActionResult:
         return self._act("kill", node)
 
-    def revive(self, node: str) -> ActionResult:
-        return self._act("revive", node)
+    def revive(self, node: str, warm: bool | None = None) -> ActionResult:
+        """``warm``: True from the `ready` checkpoint, False a cold boot, None lab.yaml's `revive:`."""
+        return self._act("revive", node, **({} if warm is None else {"warm": warm}))
+
+    def reset(self, name: str = "ready") -> ActionResult:
+        """The whole lab back to a checkpoint (`./lab.py reset`); the fault records follow it."""
+        from halab import checkpoint
+
+        t = self.clock()
+        res = checkpoint.reset(self.cfg, name)
+        at = self.clock()
+        msg = f"reset to {name!r} in {res.seconds.get('total', at - t):.1f} s"
+        self._measuring = None
+        self.record_event(msg + ("" if res.healthy else " (not healthy yet)"), kind="fault", t=at)
+        return ActionResult("reset", None, msg, at, tuple(res.problems))
 
     def pause(self, node: str) -> ActionResult:
         return self._act("pause", node)

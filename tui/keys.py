@@ -19,7 +19,10 @@ class KeySpec:
 
 NODE_KEYS: tuple[KeySpec, ...] = (
     KeySpec("k", "kill", "kill", "Kill the selected node: power cut (libvirt destroy)", "k", True),
-    KeySpec("r", "revive", "revive", "Revive the selected node: start it again (or resume it)", "r"),
+    KeySpec("r", "revive", "revive", "Revive the selected node: start it again (or resume it); warm or "
+            "cold as lab.yaml's `revive:` says", "r"),
+    KeySpec("w", "revive_warm", "warm rev", "Revive the selected api/haproxy node warm: from the `ready` "
+            "checkpoint in seconds, not a cold boot", "w"),
     KeySpec("p", "pause", "pause", "Pause / resume the selected node (a frozen VM)", "p", True),
     KeySpec("b", "reboot", "reboot", "Reboot the selected node (hard reset)", "b", True),
     KeySpec("n", "netcut", "net cut", "Cut / restore the selected node's network link", "n", True),
@@ -34,6 +37,8 @@ LAB_KEYS: tuple[KeySpec, ...] = (
     KeySpec("plus,equals_sign", "rate_up", "rate+", "Raise the traffic rate", "+"),
     KeySpec("minus", "rate_down", "rate-", "Lower the traffic rate", "-"),
     KeySpec("x", "scenario", "scenario", "Run a scripted scenario from scenarios/", "x", True),
+    KeySpec("R", "reset", "reset",
+            "Reset the whole lab to its `ready` checkpoint (what changed since is gone)", "R", True),
 )
 APP_KEYS: tuple[KeySpec, ...] = (
     KeySpec("question_mark,f1", "help", "help", "This help", "?"),

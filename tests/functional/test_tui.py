@@ -429,3 +429,41 @@ def test_events_are_shown_in_time_order(lab):
     assert ours == ["HAProxy marked api-4 DOWN", "kill api-3"]
     assert [e.t for e in snap.events] == sorted(e.t for e in snap.events)
     assert before < seq_after_kill < snap.last_event_seq
+
+
+@pytest.mark.parametrize("answer", ["y", "n"])
+async def test_reset_asks_first_then_resets_through_the_checkpoint_engine(lab, answer):
+    """`R` asks; yes runs session.reset → halab.checkpoint.reset. The demo lab on test:///default
+    has no Terraform state, so the real engine refuses it — and that refusal is what reaches the
+    timeline (the real reset is exercised on VMs in tests/e2e/test_15_warm.py)."""
+    app = make_app(lab, settings())
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await pilot.press("R")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press(answer)
+        await settle(pilot, app)
+        if answer == "y":
+            assert "reset failed: lab 'demo' is not up" in timeline_text(app)
+        else:
+            assert "reset" not in timeline_text(app)
+
+
+async def test_warm_revive_is_its_own_key(lab):
+    """`w` asks for a warm revive of the selected node: without a `ready` checkpoint the real
+    Faults refuse it, naming the checkpoint; a stateful node is refused as never warm."""
+    app = make_app(lab, settings(confirm_destructive=False))
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot)
+        await select(pilot, app, "api-2")
+        await pilot.press("k")
+        await settle(pilot, app)
+        await pilot.press("w")
+        await settle(pilot, app)
+        assert "revive api-2 failed" in timeline_text(app)
+        assert "checkpoint 'ready'" in timeline_text(app)
+        await select(pilot, app, "db-1")
+        await pilot.press("w")
+        await settle(pilot, app)
+        assert "revive db-1 failed" in timeline_text(app)
+        assert "never revived warm" in timeline_text(app)

@@ -23,6 +23,8 @@ WHY = {
     "netcut": "The node's network link goes down (libvirt); the VM keeps running.",
     "stop-service": "Stops the node's role service over SSH; the VM keeps running.",
     "scenario": "Runs the scripted scenario unattended; it injects faults of its own.",
+    "reset": "Every node back to the `ready` checkpoint, together (seconds): servers created, faults "
+             "and data written since are gone.",
 }
 
 
@@ -104,6 +106,13 @@ class DashboardScreen(Screen):
     def action_revive(self) -> None:
         if n := self.selected():
             self._do("revive", n.name)
+
+    def action_revive_warm(self) -> None:
+        if n := self.selected():
+            self._do("revive", n.name, warm=True)
+
+    def action_reset(self) -> None:
+        self._do("reset", None, confirm="Reset the lab to 'ready'?", why=WHY["reset"])
 
     def action_pause(self) -> None:
         if n := self.selected():
