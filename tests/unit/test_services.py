@@ -3,6 +3,8 @@ from `systemctl show` blocks and the setup markers (halab.services)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cli.lab_cmd import _print_roles
@@ -10,29 +12,31 @@ from halab.config import parse_config
 from halab.services import classify, command, parse, read_services, summary_line
 from halab.ssh import SSHUnavailable
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "systemd"
 HA = parse_config("name: s\nprofile: ha\n", "lab.yaml", host_mem_mib=1 << 20)
 
-# What `systemctl show --property=Id,ActiveState,SubState,Result,NRestarts` prints for two units
-# (one block per unit, in the order asked, blank line between) — here RabbitMQ waiting to restart.
-RESTARTING = """Id=rabbitmq-server.service
+# What `systemctl show --property=Id,ActiveState,SubState,Result,NRestarts` prints: one block per unit
+# in the order asked, blank line between, properties in systemd's own order (not the one asked) —
+# shaped as captured on a lab node (tests/fixtures/systemd/show-db.txt). RabbitMQ waiting to restart:
+RESTARTING = """Result=exit-code
+NRestarts=4
+Id=rabbitmq-server.service
 ActiveState=activating
 SubState=auto-restart
-Result=exit-code
-NRestarts=4
 --halab-setup--
 running
 """
-FAILED_SETUP = """Id=halab-galera.service
+FAILED_SETUP = """Result=exit-code
+NRestarts=0
+Id=halab-galera.service
 ActiveState=failed
 SubState=failed
-Result=exit-code
-NRestarts=0
 
+Result=success
+NRestarts=0
 Id=halab-clustercheck.service
 ActiveState=active
 SubState=running
-Result=success
-NRestarts=0
 --halab-setup--
 failed
 step=wait for the cluster
@@ -40,17 +44,17 @@ exit=1
 line=40
 time=2026-12-02T21:00:00Z
 """
-HEALTHY = """Id=haproxy.service
+HEALTHY = """Result=success
+NRestarts=0
+Id=haproxy.service
 ActiveState=active
 SubState=running
-Result=success
-NRestarts=0
 
+Result=success
+NRestarts=1
 Id=keepalived.service
 ActiveState=active
 SubState=running
-Result=success
-NRestarts=1
 --halab-setup--
 ready
 """
@@ -79,6 +83,14 @@ def test_a_restarting_service_and_an_unfinished_setup():
     assert summary_line({"mq-1": ns}) == (
         "mq-1 rabbitmq-server restarting (activating/auto-restart, 4 restarts); "
         "mq-1 role setup still running")
+
+
+def test_the_captured_output_of_a_galera_node():
+    text = (FIXTURES / "show-db.txt").read_text() + "--halab-setup--\nready\n"
+    ns = parse("db-1", ["halab-galera", "halab-clustercheck"], text)
+    assert [(s.unit, s.state, s.active) for s in ns.services] == [
+        ("halab-galera", "running", "active/exited"), ("halab-clustercheck", "running", "active/running")]
+    assert ns.healthy
 
 
 def test_a_failed_setup_names_its_step():
