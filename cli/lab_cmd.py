@@ -142,6 +142,13 @@ def _print_roles(roles: dict) -> None:
     print(f"  api health: {join(roles['api'])}")
     if "services_summary" in roles:
         print(f"  services: {roles['services_summary']}")
+    if "quorum_queues" in roles:
+        q = roles["quorum_queues"]
+        if "error" in q:
+            print(f"  quorum queues: unknown ({q['error']})")
+        else:
+            print("  quorum queues: " + ("; ".join(f"{name} on {', '.join(m)} ({len(m)})"
+                                                  for name, m in q["queues"].items()) or "none declared yet"))
     ages = {n: (f"{a:.1f}s" if a is not None else "never") for n, a in roles["heartbeat_age_s"].items()}
     print(f"  heartbeat age: {join(ages)}")
     if roles.get("galera"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from halab.faults import Faults
 from halab.lifecycle import LabNotUp, lab_exists, lab_ssh
 from halab.measure import LabHandles
 from halab.secrets import load_or_create_secrets
+from halab.services import read_quorum_queues, read_services, summary_line
 from halab.ssh import NodeSSH, SSHUnavailable
 from halab.timeline import Timeline
 from halab.virt import LabVirt
@@ -105,6 +107,14 @@ def open_live_lab(cfg: LabConfig, on_event: Callable | None = None) -> LiveLab:
     return LiveLab(cfg, virt, ssh, faults, timeline)
 
 
+def _quorum_queues(cfg: LabConfig, vhost: str, nodes: list[str]) -> dict[str, object]:
+    ssh = lab_ssh(cfg)  # its own connections: NodeSSH is not shared between threads
+    try:
+        return read_quorum_queues(cfg, ssh_runner(cfg, ssh), vhost, nodes)
+    finally:
+        ssh.close()
+
+
 def role_health(live: LiveLab) -> dict[str, Any]:
     """One reading of every role probe, as plain data for `status`: HAProxy backend states per
     balancer, Galera size and node states, RabbitMQ members and partitions, API health and
@@ -125,6 +135,13 @@ def role_health(live: LiveLab) -> dict[str, Any]:
     probes = ProbeSet.for_lab(cfg, live.virt, ssh=run,
                               stats_auth=(secrets.haproxy_stats_user, secrets.haproxy_stats_password))
     out: dict[str, Any] = {"haproxy": {}, "api": {}, "heartbeat_age_s": {}}
+    running = [n for n, st in live.virt.states().items() if str(st) == "running"]
+    quorum = None
+    if sum(1 for n in cfg.nodes() if n.role == "mq") > 1:
+        # A cluster: where the queue's replicas are. One rabbitmqctl (an Erlang VM: 15-55 s on a
+        # TCG vCPU) while the other readings are taken, not after them.
+        mq_nodes = [n.name for n in cfg.nodes() if n.role == "mq" and n.name in running]
+        quorum = ThreadPoolExecutor(max_workers=1).submit(_quorum_queues, cfg, secrets.mq_vhost, mq_nodes)
     for probe in probes.probes:
         if isinstance(probe, LibvirtProbe):
             continue
@@ -156,10 +173,9 @@ def role_health(live: LiveLab) -> dict[str, Any]:
             if rc == 0 and f" {cfg.vip}/" in text:
                 holders.append(name)
         out["vip_holders"] = holders
-    from halab.services import read_services, summary_line
-
-    running = [n for n, st in live.virt.states().items() if str(st) == "running"]
     services = read_services(cfg, run, nodes=running)
     out["services"] = {n: ns.to_dict() for n, ns in services.items()}
     out["services_summary"] = summary_line(services)
+    if quorum is not None:
+        out["quorum_queues"] = quorum.result()
     return out

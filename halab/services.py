@@ -139,3 +139,48 @@ def summary_line(states: dict[str, NodeServices]) -> str:
         return f"all {units} role services running on {len(states)} nodes"
     return "; ".join(bad)
 
+
+
+# rabbitmqctl boots an Erlang VM per call (10-20 s on a TCG vCPU): once per `status`, on one node.
+def quorum_command(vhost: str) -> str:
+    return (f"timeout 90 rabbitmqctl -q list_queues --vhost {shlex.quote(vhost)} name type members "
+            "--formatter json")
+
+
+def parse_quorum_queues(text: str) -> dict[str, list[str]]:
+    """`rabbitmqctl list_queues name type members --formatter json` → quorum queue → its member
+    nodes (short names: rabbit@mq-1 → mq-1). Anything unreadable raises ValueError."""
+    import json
+
+    start = text.find("[")
+    if start < 0:
+        raise ValueError("no JSON list in rabbitmqctl output")
+    rows = json.loads(text[start:])
+    out: dict[str, list[str]] = {}
+    for row in rows:
+        if isinstance(row, dict) and row.get("type") == "quorum":
+            members = row.get("members") or []
+            out[str(row.get("name"))] = sorted(str(m).split("@", 1)[-1] for m in members)
+    return out
+
+
+def read_quorum_queues(cfg: LabConfig, run: Run, vhost: str, candidates: list[str]) -> dict[str, object]:
+    """The lab's quorum queues and where their replicas are, asked of the first mq node that
+    answers; {"error": ...} when none does."""
+    from halab.ssh import SSHUnavailable
+
+    why = "no mq node running"
+    for node in candidates:
+        try:
+            rc, text, err = run(node, quorum_command(vhost))
+        except SSHUnavailable as exc:
+            why = str(exc)
+            continue
+        if rc != 0:
+            why = f"{node}: rabbitmqctl list_queues failed (rc {rc}): {(err or text).strip()[:160]}"
+            continue
+        try:
+            return {"queues": parse_quorum_queues(text), "asked": node}
+        except ValueError as exc:
+            why = f"{node}: {exc}"
+    return {"error": why}

@@ -9,7 +9,16 @@ import pytest
 
 from cli.lab_cmd import _print_roles
 from halab.config import parse_config
-from halab.services import classify, command, parse, read_services, summary_line
+from halab.services import (
+    classify,
+    command,
+    parse,
+    parse_quorum_queues,
+    quorum_command,
+    read_quorum_queues,
+    read_services,
+    summary_line,
+)
 from halab.ssh import SSHUnavailable
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "systemd"
@@ -138,3 +147,35 @@ def test_status_prints_the_services_line(capsys):
     line = "mq-1 rabbitmq-server restarting (activating/auto-restart, 4 restarts)"
     _print_roles({"haproxy": {}, "api": {}, "heartbeat_age_s": {}, "services_summary": line})
     assert f"  services: {line}" in capsys.readouterr().out.splitlines()
+
+
+def test_quorum_queue_members_from_captured_rabbitmqctl_output():
+    """`rabbitmqctl list_queues name type members --formatter json` on the `ha` lab's mq-1."""
+    text = (FIXTURES.parent / "rabbitmq" / "list_queues_quorum.json").read_text()
+    assert parse_quorum_queues(text) == {"halab.servers": ["mq-1", "mq-2", "mq-3"]}
+    assert parse_quorum_queues('[\n{"name":"q","type":"classic","members":[]}\n]') == {}
+    with pytest.raises(ValueError):
+        parse_quorum_queues("Error: vhost halab does not exist")
+
+
+def test_quorum_queues_are_asked_of_the_first_mq_node_that_answers():
+    def run(node: str, cmd: str) -> tuple[int, str, str]:
+        if node == "mq-1":
+            raise SSHUnavailable("mq-1: timed out")
+        assert cmd == quorum_command("halab")
+        return 0, '[{"name":"halab.servers","type":"quorum","members":["rabbit@mq-3","rabbit@mq-2"]}]', ""
+
+    assert read_quorum_queues(HA, run, "halab", ["mq-1", "mq-2"]) == {
+        "queues": {"halab.servers": ["mq-2", "mq-3"]}, "asked": "mq-2"}
+    assert "error" in read_quorum_queues(HA, lambda n, c: (69, "", "Error: unable to perform"), "halab",
+                                         ["mq-2"])
+    assert read_quorum_queues(HA, run, "halab", []) == {"error": "no mq node running"}
+
+
+def test_status_prints_where_the_quorum_queue_lives(capsys):
+    base = {"haproxy": {}, "api": {}, "heartbeat_age_s": {}}
+    _print_roles({**base, "quorum_queues": {"queues": {"halab.servers": ["mq-1", "mq-2", "mq-3"]}}})
+    _print_roles({**base, "quorum_queues": {"error": "no mq node running"}})
+    out = capsys.readouterr().out.splitlines()
+    assert "  quorum queues: halab.servers on mq-1, mq-2, mq-3 (3)" in out
+    assert "  quorum queues: unknown (no mq node running)" in out
