@@ -18,7 +18,7 @@ from halab.errors import NotAvailableYet, UsageError
 def config_from(args: argparse.Namespace) -> LabConfig:
     from halab.lifecycle import lab_accel
 
-    cfg = load_config(getattr(args, "config", None))
+    cfg = load_config(getattr(args, "config", None), getattr(args, "profile", None))
     return cfg.for_accel(lab_accel(cfg))
 
 

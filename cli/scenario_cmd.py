@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from cli.common import check_output_files, config_from, number_in, print_json
+from halab.config import PROFILES
 
 
 def register(sub) -> None:
@@ -49,6 +50,8 @@ def register(sub) -> None:
     p.add_argument("--no-failover", action="store_true", help="skip the failover measurements "
                    "(cold up, warm labs and down only: minutes instead of half an hour)")
     p.add_argument("--timeline", metavar="FILE", help="also write the run's timeline (JSON Lines) here")
+    p.add_argument("--profile", choices=PROFILES, help="benchmark the lab file's lab as this profile "
+                   "(`--profile ha --no-failover`: the ha cold up by wave, warm labs, down)")
     p.set_defaults(func=_bench)
 
 

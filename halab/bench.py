@@ -87,6 +87,16 @@ def detection_ratios(failover: dict[str, dict[str, Any]],
     return out
 
 
+def up_waves(cfg: LabConfig, accel: str, phases: dict[str, float]) -> list[dict[str, Any]]:
+    """The cold up's boot by wave: which nodes, and how long each wave took to be ready."""
+    from halab.lifecycle import boot_waves
+
+    waves = boot_waves(cfg, accel)
+    if len(waves) == 1:
+        return [{"nodes": waves[0], "boot_s": phases.get("boot")}]
+    return [{"nodes": w, "boot_s": phases.get(f"boot wave {i}")} for i, w in enumerate(waves, 1)]
+
+
 def measure_warm(cfg: LabConfig, up_s: float, say: Say) -> dict[str, Any]:
     """`checkpoint save`, `reset` to it, `stop` and `start` on the lab just brought up, and how
     many times faster a reset is than the cold `up` before it."""
@@ -134,7 +144,8 @@ def run_bench(cfg: LabConfig, progress: Say | None = None, *, keep: bool = False
     t = time.monotonic()
     res = lifecycle.up(cfg, progress=lambda p: say(f"up {p.phase}: {p.message}"))
     out["up"] = {"total_s": round(time.monotonic() - t, 1), "phases_s": res.phases_s, "accel": res.accel,
-                 "terraform_changes": res.terraform_changes}
+                 "terraform_changes": res.terraform_changes,
+                 "waves": up_waves(cfg, res.accel, res.phases_s)}
     if warm:
         try:
             cold = res.phases_s.get("total", out["up"]["total_s"]) - res.phases_s.get("checkpoint", 0.0)

@@ -898,13 +898,25 @@ def _untrusted(st: os.stat_result) -> str:
     return ""
 
 
-def load_config(path: str | Path | None = None) -> LabConfig:
+def load_config(path: str | Path | None = None, profile: str | None = None) -> LabConfig:
     """Read the lab definition; with no file, the built-in default lab. A file found by default
-    ($HALAB_CONFIG, ./lab.yaml) must be trusted; one given explicitly is the user's choice."""
+    ($HALAB_CONFIG, ./lab.yaml) must be trusted; one given explicitly is the user's choice.
+    ``profile`` replaces the file's `profile:` (`bench --profile ha` on the same lab file)."""
     found = path is None
     if path is None:
         path = default_config_path()
-    if path is None:
-        return parse_config("", "<built-in default>")
-    p = Path(path)
-    return parse_config(read_definition(p, trusted_only=found), str(p))
+    text, fname = ("", "<built-in default>") if path is None else (
+        read_definition(Path(path), trusted_only=found), str(path))
+    cfg = parse_config(text, fname)
+    if profile is None or profile == cfg.profile:
+        return cfg
+    if profile not in PROFILES:
+        raise ConfigError([f"--profile: must be one of {', '.join(PROFILES)} (got {profile[:40]!r})"])
+    data = yaml.safe_load(text) if text.strip() else {}
+    data = dict(data) if isinstance(data, dict) else {}
+    data["profile"] = profile
+    roles = data.get("roles")
+    if isinstance(roles, dict):  # counts belong to the file's profile; the override brings its own
+        data["roles"] = {r: {k: v for k, v in (spec or {}).items() if k != "count"}
+                         for r, spec in roles.items() if isinstance(spec, dict) or spec is None}
+    return parse_config(yaml.safe_dump(data, sort_keys=False), f"{fname} (profile {profile})")
