@@ -182,6 +182,7 @@ class LabConfig:
     revive: str = "auto"
     boot: str = "auto"
     source: str = "<built-in default>"
+    runs_on: str | None = None  # the accelerator the lab was found to run under (for_accel)
 
     # ---- derived facts every layer agrees on -------------------------------------------------
     def for_accel(self, accel: str | None) -> LabConfig:
@@ -189,9 +190,18 @@ class LabConfig:
         (~120 HTTP requests/s) is comfortable on KVM, but seven emulated (TCG) VMs on two cores
         serve about 12 ops/s before health checks time out, and traffic above capacity measures
         the overload rather than the failover. An explicit ``traffic.rate`` is kept."""
+        out = self if accel is None or accel == self.runs_on else replace(self, runs_on=accel)
         if accel != "tcg" or not self.traffic.rate_auto:
-            return self
-        return replace(self, traffic=replace(self.traffic, rate=TCG_TRAFFIC_RATE))
+            return out
+        return replace(out, traffic=replace(self.traffic, rate=TCG_TRAFFIC_RATE))
+
+    @property
+    def probe_timeout_s(self) -> float:
+        """How long halab's own probes (HAProxy stats, API health) wait for an answer. An emulated
+        guest on a busy host answers its stats page in 0.05-0.35 s (seen at load 35 with twelve
+        TCG VMs): a 0.4 s limit read a slow-but-alive balancer as unreachable, a false event that
+        a scenario then took for the fault's detection."""
+        return 1.0 if self.runs_on == "tcg" else 0.4
 
     @property
     def ip_network(self) -> ipaddress.IPv4Network:

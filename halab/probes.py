@@ -641,9 +641,10 @@ class ProbeSet:
                 ) -> ProbeSet:
         nodes = cfg.nodes()
         api = {n.name: n.ip for n in nodes if n.role == "api"}
+        t = cfg.probe_timeout_s
         probes: list[Probe] = [LibvirtProbe(virt)]
-        probes += [HAProxyProbe(n.name, n.ip, stats_auth) for n in nodes if n.role == "haproxy"]
-        probes += [HealthProbe(api), HeartbeatProbe(cfg.vip, list(api))]
+        probes += [HAProxyProbe(n.name, n.ip, stats_auth, timeout=t) for n in nodes if n.role == "haproxy"]
+        probes += [HealthProbe(api, timeout=t), HeartbeatProbe(cfg.vip, list(api), timeout=t)]
         if ssh is not None:
             if cfg.roles["db"].count > 1:  # a single MariaDB has no wsrep status
                 probes.append(GaleraProbe([n.name for n in nodes if n.role == "db"], ssh))

@@ -267,3 +267,19 @@ def test_traffic_rate_defaults_lower_under_tcg_unless_set():
     explicit = parse_config("name: t1\ntraffic: {rate: 30}\n", host_mem_mib=1 << 20)
     assert not explicit.traffic.rate_auto
     assert explicit.for_accel("tcg").traffic.rate == 30.0
+
+
+def test_probe_timeouts_follow_the_accelerator():
+    """halab's own probes wait longer for an emulated guest: a slow-but-alive balancer is not a
+    dead one. for_accel records what the lab runs under; the probes read it."""
+    from halab.probes import HAProxyProbe, HealthProbe, ProbeSet
+
+    cfg = parse_config("name: t\n", "lab.yaml", host_mem_mib=1 << 20)
+    assert cfg.runs_on is None and cfg.probe_timeout_s == 0.4
+    tcg, kvm = cfg.for_accel("tcg"), cfg.for_accel("kvm")
+    assert (tcg.runs_on, tcg.probe_timeout_s) == ("tcg", 1.0)
+    assert (kvm.runs_on, kvm.probe_timeout_s) == ("kvm", 0.4)
+    assert tcg.for_accel("tcg") == tcg
+    probes = ProbeSet.for_lab(tcg, None, stats_auth=("u", "p"), ssh=None).probes
+    timed = [p for p in probes if isinstance(p, HAProxyProbe | HealthProbe)]
+    assert timed and all(p.timeout == 1.0 for p in timed)
