@@ -24,9 +24,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from halab import fault_kinds
 from halab.config import LabConfig
 from halab.errors import ConfigError, HalabError, UsageError
-from halab.faults import UNDO
+from halab.fault_kinds import MEASURABLE, UNDO
 from halab.timeline import Event, RequestRecord, Timeline, percentile
 
 # Settings the roles use that lab.yaml does not carry yet (keep in step with cloud-init/).
@@ -38,7 +39,7 @@ RABBIT_NET_TICKTIME_S = 60.0
 
 # Faults after which the node still answers, with a refused connection: each health check fails at
 # once. Every other fault (kill, pause, netcut) leaves it silent: each check waits out its connect.
-REFUSING_FAULTS = frozenset({"stop-service"})
+REFUSING_FAULTS = fault_kinds.REFUSING
 
 
 def expected_detection(cfg: LabConfig, role: str, fault: str = "kill") -> tuple[float | None, str]:
@@ -318,8 +319,8 @@ def run_measurement(
     """Start traffic, wait for steady state, inject, wait for detection and settle, undo, wait for
     recovery, report. The lab is restored (undo) even when a step fails."""
     cfg, tl = lab.cfg, lab.timeline
-    if fault not in UNDO:
-        raise UsageError(f"cannot measure {fault!r}: measurable faults are {', '.join(UNDO)}")
+    if fault not in MEASURABLE:
+        raise UsageError(f"cannot measure {fault!r}: measurable faults are {', '.join(MEASURABLE)}")
     try:
         role = cfg.node(node).role
     except ConfigError as exc:

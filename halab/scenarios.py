@@ -61,21 +61,25 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from halab import fault_kinds
 from halab.config import (
     HAPROXY_PRESET_VALUES,
     HAPROXY_PRESETS,
+    MAX_RATE,
+    MIN_RATE,
     PROFILES,
     HAProxySettings,
     LabConfig,
     Located,
     LocatedReader,
+    check_rate,
     compose_located,
     describe_kind,
     describe_value,
     read_definition,
 )
 from halab.errors import ConfigError, HalabError, UsageError
-from halab.faults import UNDO
+from halab.fault_kinds import UNDO
 from halab.measure import (
     LabHandles,
     MeasureResult,
@@ -91,12 +95,11 @@ SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 ACTIONS = ("traffic", "wait", "fault", "revive", "undo", "restore", "reset", "preset", "measure", "mark")
 STEP_KEYS = (*ACTIONS, "name", "expect")
 TOP_KEYS = ("name", "description", "profile", "preset", "hypotheses", "steps")
-FAULT_ACTIONS = ("kill", "pause", "netcut", "netem", "stop-service", "reboot")
+FAULT_ACTIONS = fault_kinds.FAULTS  # what a `fault:` step may do (the registry's faults)
+# action -> {param: (type, lo, hi)}: the params a `fault:` step may give, from the registry
 FAULT_PARAMS: dict[str, dict[str, tuple[str, float, float]]] = {
-    "netem": {"delay_ms": ("number", 0, 60000), "jitter_ms": ("number", 0, 60000),
-              "loss_pct": ("number", 0, 100)},
-    "stop-service": {"service": ("string", 0, 0)},
-    "reboot": {"hard": ("boolean", 0, 0)},
+    k.name: {p.name: (p.type, p.lo, p.hi) for p in k.params}
+    for k in fault_kinds.KINDS if k.is_fault and k.params
 }
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}\Z")  # \Z: "$" would accept a trailing newline
 _NODE_RE = re.compile(r"^(haproxy|api|db|mq)-[1-9][0-9]?\Z")
@@ -230,8 +233,7 @@ class Scenario:
         """The same story at another traffic rate (``--rate``): a lab under software emulation
         serves a fraction of what it serves on KVM, and a rate above its capacity measures the
         overload, not the failover."""
-        if not (0.1 <= rate <= 1000):
-            raise UsageError(f"--rate must be between 0.1 and 1000 operations/s (got {rate:g})")
+        check_rate(rate, "--rate")
         steps = tuple(replace(s, args={**s.args, "rate": float(rate)})
                       if s.action == "traffic" and "rate" in s.args else s for s in self.steps)
         return replace(self, steps=steps)
@@ -415,7 +417,7 @@ def _read_step(r: _ScenarioReader, loc: Located, i: int, profiles: tuple[str, ..
             if not isinstance(a.value, dict):
                 r.err(a.line, where, f"must be {{rate: N}}, start or stop (got {describe_value(a.value)})")
             elif "rate" in f:
-                v = r.number(f["rate"], f"{where}.rate", 0.1, 1000)
+                v = r.number(f["rate"], f"{where}.rate", MIN_RATE, MAX_RATE)
                 if v is not None:
                     args["rate"] = v
     elif action == "wait":

@@ -26,7 +26,8 @@ from typing import Any
 
 import yaml
 
-from halab.config import PROFILE_COUNTS, PROFILES, LabConfig, parse_config
+from halab import fault_kinds
+from halab.config import PROFILE_COUNTS, PROFILES, LabConfig, check_rate, parse_config
 from halab.errors import HalabError, NotAvailableYet, UsageError
 
 EVENT_KEEP = 500
@@ -558,7 +559,7 @@ class LabSession:
     # ---- actions -----------------------------------------------------------------------------
     def _act(self, action: str, node: str, **params: Any) -> ActionResult:
         ev = self.faults.apply(action, node, **params)
-        if action in ("kill", "pause", "netcut", "stop-service", "reboot", "netem"):
+        if fault_kinds.kind(action).is_fault:  # a fault starts a measurement; an undo does not
             self._measuring = (action, node, float(_get(ev, "at", default=self.clock())))
             self._measured_at = 0.0
         return ActionResult(action, node, _get(ev, "message", default=f"{action} {node}"),
@@ -623,9 +624,9 @@ class LabSession:
             gen.set_rate(self._traffic_rate)
         gen.start()
         at = self.clock()
-        self.record_event(f"traffic started at {self._traffic_rate:g} req/s", kind="fault", t=at)
+        self.record_event(f"traffic started at {self._traffic_rate:g} ops/s", kind="fault", t=at)
         self._notify("traffic")
-        return ActionResult("traffic-start", None, f"traffic at {self._traffic_rate:g} req/s", at)
+        return ActionResult("traffic-start", None, f"traffic at {self._traffic_rate:g} ops/s", at)
 
     def stop_traffic(self) -> ActionResult:
         gen = self._need_traffic()
@@ -636,13 +637,12 @@ class LabSession:
         return ActionResult("traffic-stop", None, "traffic stopped", at)
 
     def set_rate(self, rate: float) -> ActionResult:
-        if not 0.1 <= rate <= 1000:
-            raise UsageError(f"traffic rate must be between 0.1 and 1000 req/s (got {rate:g})")
+        check_rate(rate)
         self._traffic_rate = float(rate)
         if self.traffic is not None and hasattr(self.traffic, "set_rate"):
             self.traffic.set_rate(self._traffic_rate)
         self._notify("traffic")
-        return ActionResult("traffic-rate", None, f"traffic rate {rate:g} req/s", self.clock())
+        return ActionResult("traffic-rate", None, f"traffic rate {rate:g} ops/s", self.clock())
 
     # ---- scenarios and life cycle -----------------------------------------------------------
     def scenarios(self) -> list[Path]:
