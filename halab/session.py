@@ -29,6 +29,7 @@ import yaml
 from halab import fault_kinds
 from halab.config import PROFILE_COUNTS, PROFILES, LabConfig, check_rate, parse_config
 from halab.errors import HalabError, NotAvailableYet, UsageError
+from halab.lifecycle import Progress as UpProgress  # one progress shape: `up`'s own
 
 EVENT_KEEP = 500
 SERIES_KEEP = 600  # seconds of per-second traffic figures kept in memory
@@ -147,18 +148,6 @@ class ActionResult:
     message: str
     at: float
     problems: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class UpProgress:
-    """One step of `up`, as the lifecycle reports it."""
-
-    phase: str
-    message: str
-    elapsed_s: float
-    node: str | None = None
-    resource: str | None = None
-    done: bool = False
 
 
 @dataclass(frozen=True)
@@ -668,14 +657,7 @@ class LabSession:
             raise NotAvailableYet("bringing the lab up is not available yet (tracked in issue 4)")
         cfg = config_with_profile(self.cfg, profile or self.cfg.profile)
 
-        def progress(p: Any) -> None:
-            if progress_cb is not None:
-                progress_cb(UpProgress(
-                    phase=str(_get(p, "phase", default="")), message=str(_get(p, "message", default=p)),
-                    elapsed_s=float(_get(p, "elapsed_s", default=0.0)), node=_get(p, "node"),
-                    resource=_get(p, "resource"), done=bool(_get(p, "done", default=False))))
-
-        result = mod.up(cfg, progress=progress)
+        result = mod.up(cfg, progress=progress_cb)  # the lifecycle's own Progress, passed on as it is
         if cfg is not self.cfg:
             self._adopt(cfg)
         return result

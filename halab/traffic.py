@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 from halab.config import LabConfig, TrafficSettings, check_rate
 from halab.errors import HalabError
+from halab.ports import FRONTEND_PORT
 from halab.timeline import RequestRecord, percentile
 
-FRONTEND_PORT = 80  # HAProxy's API frontend (halab.haproxy_config.FRONTEND_PORT)
 SERVERS_PATH = "/v2/servers"
 READ_LIMIT = 20  # Horizon's default page size: a read lists one page, not the whole table
 # Kept-alive connections idle longer than this are closed rather than reused: HAProxy closes an idle

@@ -102,7 +102,7 @@ def record_history(session: LabSession, start: float = T0, seconds: int = 75) ->
             p = type(p)(**{**p.__dict__, "share": {a: (1 / len(others) if a != "api-2" else 0.0)
                                                    for a in api}})
         session.record_sample(p)
-    session.record_event("traffic started at 50 req/s", kind="fault", t=start + 0.5)
+    session.record_event("traffic started at 50 ops/s", kind="fault", t=start + 0.5)
     if "api-2" in api:
         session.record_event("kill api-2 (power cut (libvirt destroy))", kind="fault", node="api-2",
                              t=kill_at)

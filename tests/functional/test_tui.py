@@ -269,7 +269,7 @@ async def test_traffic_start_stop_and_rate(lab):
         await settle(pilot, app)
         assert not app.snapshot.traffic.running
         text = timeline_text(app)
-        assert "traffic started at 50 req/s" in text and "traffic stopped" in text
+        assert "traffic started at 50 ops/s" in text and "traffic stopped" in text
 
 
 async def test_scenario_none_available(lab):
