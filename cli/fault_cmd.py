@@ -160,7 +160,7 @@ def _print_item(item) -> None:
 
 
 def _measure(args: argparse.Namespace) -> int:
-    from halab.measure import MeasurePlan, run_measurement
+    from halab.experiments import MeasurePlan, run_measurement
 
     check_output_files(args, "json", "timeline")
     params = measure_params(args)

@@ -86,9 +86,9 @@ from halab.measure import (
     detection_sources,
     measure_failover,
     not_steady_why,
+    state_change_matches,
     steady_state,
 )
-from halab.measure import _matches as state_change_matches  # the measurement's own matcher
 from halab.timeline import Event, RequestRecord, Timeline, percentile
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
@@ -943,18 +943,32 @@ def push_haproxy_config(cfg: LabConfig, ssh: SshRun, secrets: Any | None = None)
 PresetSwitch = Callable[[LabConfig], None]  # installs cfg.haproxy on the lab
 
 
+class StepFailed(HalabError):
+    """A strict run's ``wait`` step marked ``required`` did not reach its condition."""
+
+    def __init__(self, step: Step, detail: str):
+        super().__init__(detail)
+        self.step = step
+
+
 class ScenarioRunner:
     """Runs one scenario against a lab (real or simulated): steps in order, faults undone at the
-    end whatever happens, then every hypothesis evaluated over the record."""
+    end whatever happens, then every hypothesis evaluated over the record.
+
+    ``strict`` (a built-in experiment such as ``measure``): the first step that raises, or a
+    ``wait`` with ``required`` that times out (StepFailed), ends the run with that exception after
+    the clean-up. ``leave_faults``: the clean-up leaves the faults in place (``measure --no-revive``)."""
 
     def __init__(self, lab: LabHandles, scenario: Scenario, *, switch_preset: PresetSwitch | None = None,
                  progress: Callable[[str], None] | None = None, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep, poll_s: float = 0.1, tail_s: float = 1.0,
-                 reset_lab: Callable[[str], str] | None = None):
+                 reset_lab: Callable[[str], str] | None = None, strict: bool = False,
+                 leave_faults: bool = False):
         self.lab = lab
         self.sc = scenario
         self.switch_preset = switch_preset
         self.reset_lab = reset_lab  # checkpoint name -> what happened (a `reset:` step)
+        self.strict, self.leave_faults = strict, leave_faults
         self.say = progress or (lambda _m: None)
         self.clock, self.sleep, self.poll_s, self.tail_s = clock, sleep, poll_s, tail_s
         self.cfg = lab.cfg
@@ -1013,8 +1027,12 @@ class ScenarioRunner:
                     if step.action == "traffic" and not step.args.get("stop"):
                         started_traffic = True
                 except HalabError as exc:
+                    if self.strict:
+                        raise
                     ok, detail = False, str(exc)
                     self.problems.append(f"step {step.index} ({sc.source}:{step.line}) {step.label}: {exc}")
+                if not ok and self.strict and step.args.get("required"):
+                    raise StepFailed(step, detail)
                 end = self.clock()
                 self.steps.append(StepResult(step.index, step.action, step.label, step.line, self._rel(at),
                                              self._rel(end), ok, detail))
@@ -1041,7 +1059,7 @@ class ScenarioRunner:
 
     def _cleanup(self, original: LabConfig) -> None:
         for f in reversed(self.faults):
-            if f.undone_at is None and f.action in UNDO:
+            if f.undone_at is None and f.action in UNDO and not self.leave_faults:
                 try:
                     fe = self.lab.faults.undo(f.action, f.node, **f.params)
                     self._fault_event(fe)

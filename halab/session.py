@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -683,10 +683,6 @@ class LabSession:
             if stop is not None:
                 with contextlib.suppress(HalabError):  # closing is best effort; the lab keeps running
                     stop()
-
-
-def replace_point(point: TrafficPoint, **changes: Any) -> TrafficPoint:
-    return replace(point, **changes)
 
 
 def synthetic_points(start: float, seconds: int, rate: float = 50.0, *, errors_at: Iterable[int] = (),
