@@ -264,6 +264,10 @@ def test_bench_faults_are_the_ones_the_lab_has():
 
     assert bench_faults(CFG) == [("kill", "api-2"), ("kill", "db-1"), ("kill", "mq-1")]
     assert bench_faults(HA) == [("kill", "api-2"), ("kill", "db-1"), ("kill", "mq-1")]
+    # A lab with one API node has no api-2: the filter drops that fault and keeps the rest.
+    one_api = parse_config("roles:\n  api: {count: 1}\n")
+    assert [n.name for n in one_api.nodes() if n.role == "api"] == ["api-1"]
+    assert bench_faults(one_api) == [("kill", "db-1"), ("kill", "mq-1")]
 
 
 def test_bench_matrix_measures_each_fault_under_each_preset_and_restores_the_lab_preset():

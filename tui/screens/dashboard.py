@@ -170,7 +170,8 @@ class DashboardScreen(Screen):
     def action_scenario(self) -> None:
         paths = self.app.session.scenarios() if self.app.session is not None else []
         if not paths:
-            self.notify("No scenarios in scenarios/ yet (issue 8)", severity="warning")
+            where = self.app.session.scenario_dir if self.app.session is not None else "scenarios/"
+            self.notify(f"No scenarios (*.yaml) in {where}", severity="warning")
             return
 
         def chosen(path) -> None:
