@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from halab.config import LabConfig, load_config
-from halab.errors import NotAvailableYet, UsageError
+from halab.errors import UsageError
 
 
 def config_from(args: argparse.Namespace) -> LabConfig:
@@ -59,14 +59,3 @@ def check_output_files(args: argparse.Namespace, *options: str) -> None:
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
     sys.stdout.write("\n")
-
-
-def placeholder(sub: Any, name: str, help_text: str, issue: int) -> None:
-    """A command whose capability has not landed: says so plainly and exits non-zero."""
-
-    def run(_args: argparse.Namespace) -> int:
-        raise NotAvailableYet(f"'{name}' is not available yet (tracked in issue {issue})")
-
-    p = sub.add_parser(name, help=f"{help_text} [not available yet]", description=help_text)
-    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    p.set_defaults(func=run)

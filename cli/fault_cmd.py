@@ -8,19 +8,24 @@ import sys
 import time
 
 from cli.common import check_output_files, config_from, number_in, print_json
+from halab import fault_kinds
+from halab.config import MAX_RATE, MIN_RATE
+from halab.errors import UsageError
 from halab.runtime import open_live_lab
 
-SIMPLE = {
-    "kill": "power-cut a node (libvirt destroy)",
-    "revive": "start a killed node again",
-    "pause": "freeze a node (libvirt suspend)",
-    "resume": "unfreeze a paused node",
-    "reboot": "hard-reset a node",
-    "netcut": "take the node's network link down (no agent in the guest)",
-    "netrestore": "bring the node's network link back up",
-    "stop-service": "stop the node's role service over SSH",
-    "start-service": "start the node's role service over SSH",
-}
+# The commands that take a node and nothing else of their own, from the fault registry (netem has
+# its number flags; netem-clear is `netem --clear`).
+SIMPLE = {k.name: k.label for k in fault_kinds.KINDS
+          if k.command and not any(p.type == "number" for p in k.params)}
+NETEM = fault_kinds.kind("netem")
+
+
+def _number_flags(p: argparse.ArgumentParser, kind: fault_kinds.FaultKind, *, defaults: bool) -> None:
+    """One flag per number parameter of ``kind``, with the registry's range (and default)."""
+    for q in kind.params:
+        if q.type == "number":
+            p.add_argument(q.flag, type=number_in(q.lo, q.hi), default=q.default if defaults else None,
+                           help=f"{q.help}" + (f" (default {q.default:g})" if defaults else ""))
 
 
 def register(sub) -> None:
@@ -28,7 +33,7 @@ def register(sub) -> None:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("node", help="node name, e.g. api-2")
         if name.endswith("-service"):
-            p.add_argument("--service", help="service name (default: the role's main service)")
+            p.add_argument("--service", help=fault_kinds.kind(name).param("service").help)
         if name == "revive":
             how = p.add_mutually_exclusive_group()
             how.add_argument("--warm", dest="warm", action="store_true", default=None,
@@ -38,30 +43,47 @@ def register(sub) -> None:
             p.add_argument("--from", dest="checkpoint", default="ready", metavar="NAME",
                            help="the checkpoint a warm revive comes from (default: ready)")
         p.set_defaults(func=_simple, action=name)
-    p = sub.add_parser("netem", help="add latency/loss on the node's host-side interface (tc netem)")
+    p = sub.add_parser("netem", help=NETEM.label)
     p.add_argument("node")
-    p.add_argument("--delay-ms", type=number_in(0, 60000), default=200.0)
-    p.add_argument("--jitter-ms", type=number_in(0, 60000), default=0.0)
-    p.add_argument("--loss-pct", type=number_in(0, 100), default=0.0)
+    _number_flags(p, NETEM, defaults=True)
     p.add_argument("--clear", action="store_true", help="remove the netem qdisc")
     p.set_defaults(func=_netem)
     p = sub.add_parser("restore", help="undo every active fault of the lab")
     p.set_defaults(func=_restore)
     p = sub.add_parser("watch", help="live text view: nodes, traffic, events (Ctrl-C to stop)")
-    p.add_argument("--rate", type=number_in(0.1, 1000), help="also send traffic at this many operations/s")
+    p.add_argument("--rate", type=number_in(MIN_RATE, MAX_RATE),
+                   help="also send traffic at this many operations/s")
     p.add_argument("--seconds", type=number_in(0.1, 86400), help="stop after this long")
     p.set_defaults(func=_watch)
     p = sub.add_parser("measure", help="measure one failover: traffic, steady state, fault, recovery")
-    p.add_argument("--fault", required=True, choices=["kill", "pause", "netcut", "stop-service", "reboot"])
+    p.add_argument("--fault", required=True, choices=fault_kinds.MEASURABLE)
     p.add_argument("--node", required=True)
-    p.add_argument("--rate", type=number_in(0.1, 1000),
+    p.add_argument("--rate", type=number_in(MIN_RATE, MAX_RATE),
                    help="operations/s (default: traffic.rate from lab.yaml)")
     p.add_argument("--settle", type=number_in(0, 3600), default=3.0,
                    help="seconds between detection and undo")
     p.add_argument("--no-revive", action="store_true", help="leave the fault in place")
+    p.add_argument("--service", help="with --fault stop-service: "
+                   + fault_kinds.kind("stop-service").param("service").help)
+    _number_flags(p, NETEM, defaults=False)
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
     p.add_argument("--timeline", metavar="FILE", help="write the timeline as JSON Lines")
     p.set_defaults(func=_measure)
+
+
+def measure_params(args: argparse.Namespace) -> dict[str, object]:
+    """The fault's own parameters from `measure`'s flags: a netem without any gets the netem
+    command's default delay; flags of another fault are refused rather than ignored."""
+    kind = fault_kinds.kind(args.fault)
+    given = {q.name: getattr(args, q.name) for q in (*NETEM.params, fault_kinds.kind("stop-service").param(
+        "service")) if getattr(args, q.name, None) is not None}
+    extra = sorted(set(given) - {q.name for q in kind.params})
+    if extra:
+        raise UsageError(f"measure --fault {args.fault} takes no "
+                         + ", ".join(fault_kinds.Param(n, "string").flag for n in extra))
+    if kind is NETEM and not given.get("delay_ms") and not given.get("loss_pct"):
+        given["delay_ms"] = NETEM.param("delay_ms").default
+    return given
 
 
 def _simple(args: argparse.Namespace) -> int:
@@ -138,16 +160,17 @@ def _print_item(item) -> None:
 
 
 def _measure(args: argparse.Namespace) -> int:
-    from halab.measure import MeasurePlan, run_measurement
+    from halab.experiments import MeasurePlan, run_measurement
 
     check_output_files(args, "json", "timeline")
+    params = measure_params(args)
     cfg = config_from(args)
     cfg.node(args.node)
     with open_live_lab(cfg) as live:
         live.start_observing(traffic=True)
         plan = MeasurePlan(rate=args.rate or cfg.traffic.rate, settle_s=args.settle,
                            revive=not args.no_revive)
-        result = run_measurement(live.handles(), args.fault, args.node, plan,
+        result = run_measurement(live.handles(), args.fault, args.node, plan, fault_params=params,
                                  progress=lambda msg: print(f"measure: {msg}", flush=True))
         if args.timeline:
             live.timeline.write_jsonl(args.timeline)

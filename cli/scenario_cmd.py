@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from cli.common import check_output_files, config_from, number_in, print_json
-from halab.config import PROFILES
+from halab.config import MAX_RATE, MIN_RATE, PROFILES
 
 
 def register(sub) -> None:
@@ -25,7 +25,7 @@ def register(sub) -> None:
     q = ssub.add_parser("run", help="run a scenario unattended; exit 0 only when every hypothesis held")
     q.add_argument("file", metavar="FILE", help="scenario file or built-in name")
     q.add_argument("--report", metavar="DIR", help="write JSON, Markdown, HTML and the timeline here")
-    q.add_argument("--rate", type=number_in(0.1, 1000), metavar="OPS",
+    q.add_argument("--rate", type=number_in(MIN_RATE, MAX_RATE), metavar="OPS",
                    help="traffic rate for every `traffic: {rate}` step (operations/s; e.g. lower under TCG)")
     q.add_argument("--reset", nargs="?", const="ready", metavar="CHECKPOINT",
                    help="reset the lab to a checkpoint (default: ready) first, so runs are repeatable")
@@ -35,7 +35,7 @@ def register(sub) -> None:
     q.add_argument("--presets", default="fast,kolla", help="comma-separated, the first is the baseline "
                    "(default: fast,kolla)")
     q.add_argument("--report", metavar="DIR")
-    q.add_argument("--rate", type=number_in(0.1, 1000), metavar="OPS",
+    q.add_argument("--rate", type=number_in(MIN_RATE, MAX_RATE), metavar="OPS",
                    help="traffic rate for every `traffic: {rate}` step")
     q.add_argument("--reset", nargs="?", const="ready", metavar="CHECKPOINT",
                    help="reset the lab to a checkpoint (default: ready) before each preset's run")

@@ -11,7 +11,8 @@ from typing import Any
 
 from halab.config import HAPROXY_PRESETS, LabConfig
 from halab.errors import HalabError
-from halab.measure import LabHandles, MeasurePlan, run_measurement
+from halab.experiments import MeasurePlan, run_measurement
+from halab.measure import LabHandles
 
 # One of each role whose loss tells a different story: HAProxy routes around an API node; the
 # default lab's single database is an outage; losing the broker stops writes, not reads.

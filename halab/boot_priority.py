@@ -24,8 +24,7 @@ import libvirt
 
 from halab.config import LabConfig
 from halab.errors import HalabError
-from halab.haproxy_config import API_PORT, GALERA_PORT, STATS_PORT
-from halab.probes import AMQP_PORT
+from halab.ports import AMQP_PORT, API_PORT, GALERA_PORT, STATS_PORT
 
 SHARE_DIVISOR = 64
 GIVE_UP_S = 900.0

@@ -33,6 +33,7 @@ from typing import Any
 
 import libvirt
 
+from halab import fault_kinds
 from halab.config import LabConfig
 from halab.errors import HalabError, UsageError
 from halab.lifecycle import Progress as Step  # one progress shape for every lab command
@@ -40,7 +41,7 @@ from halab.paths import lab_state_dir
 from halab.virt import DomainState, LabVirt, state_of
 
 READY = "ready"
-STATELESS_ROLES = ("api", "haproxy")
+STATELESS_ROLES = fault_kinds.STATELESS_ROLES  # only these come back warm alone
 MANIFEST = "manifest.json"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,39}$")
 _FORMAT = 1

@@ -27,8 +27,9 @@ import yaml
 
 from halab.config import LabConfig, Node
 from halab.errors import HalabError
-from halab.haproxy_config import API_PORT, GALERA_CHECK_PORT, GALERA_PORT, render_haproxy_cfg
+from halab.haproxy_config import render_haproxy_cfg
 from halab.paths import project_root
+from halab.ports import AMQP_PORT, API_PORT, GALERA_CHECK_PORT, GALERA_PORT
 from halab.secrets import LabKeys, LabSecrets
 
 READY_MARKER = "/var/lib/halab/ready"
@@ -40,7 +41,6 @@ READY_CHECK_COMMAND = (
     f"cat {FAILED_MARKER} 2>/dev/null; exit 1"
 )
 MQ_QUEUE = "halab.servers"
-MQ_PORT = 5672
 GALERA_FORCE_AFTER_S = 60
 GALERA_GIVE_UP_S = 900
 
@@ -190,7 +190,7 @@ def api_config(cfg: LabConfig, node: Node, secrets: LabSecrets) -> dict[str, Any
         "port": API_PORT,
         "db": {"host": db_host, "port": GALERA_PORT, "user": secrets.db_app_user,
                "password": secrets.db_app_password, "database": secrets.db_name},
-        "mq": {"hosts": [n.ip for n in nodes if n.role == "mq"], "port": MQ_PORT, "user": secrets.mq_user,
+        "mq": {"hosts": [n.ip for n in nodes if n.role == "mq"], "port": AMQP_PORT, "user": secrets.mq_user,
                "password": secrets.mq_password, "vhost": secrets.mq_vhost, "queue": MQ_QUEUE},
         "heartbeat_interval_s": 1.0,
         "service_down_after_s": 5.0,

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from halab.errors import ConfigError
+from halab.errors import ConfigError, UsageError
 
 ROLES = ("haproxy", "api", "db", "mq")
 PROFILES = ("default", "ha")
@@ -142,6 +142,19 @@ class HAProxySettings:
             return base + " (a refused connection fails each check at once)"
         wait = min(self.timeout_connect_ms, self.inter_ms)
         return base + f" + fall x connect wait {wait} ms (a silent node: each check waits out its connect)"
+
+
+# The traffic rates halab accepts anywhere (lab.yaml, --rate, scenarios, the TUI), in operations/s
+# (a read, a write or a page load each count one; a page load is several HTTP requests).
+MIN_RATE = 0.1
+MAX_RATE: float = 1000  # an int, so messages say "1000"
+
+
+def check_rate(rate: float, what: str = "traffic rate") -> float:
+    """``rate`` as a float if halab accepts it; a UsageError naming ``what`` otherwise."""
+    if not MIN_RATE <= rate <= MAX_RATE:  # NaN fails too
+        raise UsageError(f"{what} must be between {MIN_RATE:g} and {MAX_RATE:g} operations/s (got {rate:g})")
+    return float(rate)
 
 
 @dataclass(frozen=True)
@@ -816,7 +829,7 @@ def _read_traffic(r: _Reader, loc: _Located | None) -> TrafficSettings:
     fields = r.mapping(loc, "traffic", keys)
     values: dict[str, Any] = asdict(TrafficSettings())
     if "rate" in fields:
-        v = r.number(fields["rate"], "traffic.rate", 0.1, 1000)
+        v = r.number(fields["rate"], "traffic.rate", MIN_RATE, MAX_RATE)
         if v is not None:
             values["rate"], values["rate_auto"] = v, False
     for key in ("read_share", "write_share", "page_share"):

@@ -26,6 +26,7 @@ from typing import Any
 
 import libvirt
 
+from halab import fault_kinds
 from halab.boot_priority import BootPriority
 from halab.config import LabConfig
 from halab.errors import ConfigError, HalabError, UsageError
@@ -44,16 +45,9 @@ ROLE_SERVICES: dict[str, str] = {
 }
 _SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9@._-]{0,63}\Z")  # \Z: no trailing newline
 
-# Fault kinds that stay active until undone, and the action that undoes each.
-UNDO: dict[str, str] = {
-    "kill": "revive",
-    "pause": "resume",
-    "netcut": "netrestore",
-    "netem": "netem-clear",
-    "stop-service": "start-service",
-}
-ACTIONS = ("kill", "revive", "pause", "resume", "reboot", "netcut", "netrestore", "netem", "netem-clear",
-           "stop-service", "start-service")
+# Derived from the registry (halab.fault_kinds), kept here for the callers that read them from faults.
+UNDO = fault_kinds.UNDO
+ACTIONS = fault_kinds.ACTIONS
 
 
 def run_host(argv: Sequence[str], timeout: float = 15.0) -> tuple[int, str, str]:
@@ -229,22 +223,18 @@ class Faults:
 
     def apply(self, action: str, node: str, **params: Any) -> FaultEvent:
         """Dispatch by action name (CLI, scenarios, measurement)."""
-        fn = {
-            "kill": self.kill, "revive": self.revive, "pause": self.pause, "resume": self.resume,
-            "reboot": self.reboot, "netcut": self.netcut, "netrestore": self.netrestore,
-            "netem": self.netem, "netem-clear": self.netem_clear,
-            "stop-service": self.stop_service, "start-service": self.start_service,
-        }.get(action)
-        if fn is None:
+        kind = fault_kinds.BY_NAME.get(action)
+        if kind is None:
             raise UsageError(f"unknown fault {action!r}; known: {', '.join(ACTIONS)}")
+        fn = getattr(self, kind.method)
         return fn(node, **params)
 
     def undo(self, action: str, node: str, **params: Any) -> FaultEvent:
         """The reverse of a fault action (kill -> revive, ...)."""
         if action not in UNDO:
             raise UsageError(f"{action!r} has nothing to undo")
-        keep = {k: v for k, v in params.items() if k in ("service", "warm", "checkpoint")
-                and (k == "service" or action == "kill")}
+        accepts = {p.name for p in fault_kinds.kind(UNDO[action]).params}
+        keep = {k: v for k, v in params.items() if k in accepts}
         return self.apply(UNDO[action], node, **keep)
 
     # ---- power -------------------------------------------------------------------------------
@@ -265,16 +255,11 @@ class Faults:
         """'warm' (from the `ready` checkpoint) or 'cold' (a boot) for reviving this node: asked
         for, else lab.yaml's `revive` (auto: warm for stateless roles under TCG, where a cold boot
         takes a core for minutes, cold on KVM). A stateful node is never warm."""
-        from halab.checkpoint import (
-            READY,
-            STATELESS_ROLES,
-            CheckpointError,
-            check_definition,
-            find_checkpoint,
-        )
+        from halab.checkpoint import READY, CheckpointError, check_definition, find_checkpoint
 
+        warm_roles = fault_kinds.kind("revive").warm_roles
         role = self.cfg.node(node).role
-        if warm and role not in STATELESS_ROLES:
+        if warm and role not in warm_roles:
             data = "database" if role == "db" else "queue"
             raise UsageError(
                 f"{node} is a {role} node: it is never revived warm — its data moved on since the "
@@ -282,7 +267,7 @@ class Faults:
                 f"(./lab.py revive {node})")
         if warm is None:
             policy = self.cfg.revive
-            if policy == "cold" or role not in STATELESS_ROLES:
+            if policy == "cold" or role not in warm_roles:
                 return "cold"
             if policy == "auto":
                 from halab.lifecycle import lab_accel
@@ -498,7 +483,7 @@ class Faults:
     def restore(self) -> tuple[list[FaultEvent], list[str]]:
         """Undo every active fault (kills first, so the other undos find running domains).
         Returns (events done, problems); a fault that cannot be undone stays recorded."""
-        order = {"kill": 0, "pause": 1, "netcut": 2, "netem": 3, "stop-service": 4}
+        order = {k: i for i, k in enumerate(UNDO)}  # kill, pause, netcut, netem, stop-service
         done: list[FaultEvent] = []
         problems: list[str] = []
         for f in sorted(self.active(), key=lambda f: (order.get(f.kind, 9), f.started)):

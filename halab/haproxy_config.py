@@ -11,13 +11,9 @@ Ports on every HAProxy node:
 from __future__ import annotations
 
 from halab.config import HAProxySettings, LabConfig
+from halab.ports import API_PORT, FRONTEND_PORT, GALERA_CHECK_PORT, GALERA_PORT, STATS_PORT
 from halab.secrets import LabSecrets
 
-API_PORT = 8080  # the lab API on each api node
-FRONTEND_PORT = 80
-STATS_PORT = 8404
-GALERA_PORT = 3306
-GALERA_CHECK_PORT = 9200
 ADMIN_SOCKET = "/run/haproxy/admin.sock"
 
 

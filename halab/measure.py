@@ -19,14 +19,13 @@ Definitions (all times wall-clock seconds from the timeline):
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from halab import fault_kinds
 from halab.config import LabConfig
 from halab.errors import ConfigError, HalabError, UsageError
-from halab.faults import UNDO
+from halab.fault_kinds import UNDO
 from halab.timeline import Event, RequestRecord, Timeline, percentile
 
 # Settings the roles use that lab.yaml does not carry yet (keep in step with cloud-init/).
@@ -38,7 +37,7 @@ RABBIT_NET_TICKTIME_S = 60.0
 
 # Faults after which the node still answers, with a refused connection: each health check fails at
 # once. Every other fault (kill, pause, netcut) leaves it silent: each check waits out its connect.
-REFUSING_FAULTS = frozenset({"stop-service"})
+REFUSING_FAULTS = fault_kinds.REFUSING
 
 
 def expected_detection(cfg: LabConfig, role: str, fault: str = "kill") -> tuple[float | None, str]:
@@ -97,7 +96,9 @@ def detection_sources(cfg: LabConfig, role: str) -> tuple[str, ...]:
     return ("haproxy",)  # haproxy nodes: seen as their stats endpoint going unreachable
 
 
-def _matches(ev: Event, sources: tuple[str, ...], node: str, want: str) -> bool:
+def state_change_matches(ev: Event, sources: tuple[str, ...], node: str, want: str) -> bool:
+    """Is ``ev`` a change of ``node`` to ``want`` ("down"/"up") seen by one of its role's
+    detection ``sources``? (The one matcher of detection and recovery, for measure and scenarios.)"""
     if ev.kind != "probe" or ev.source not in sources or ev.data.get("direction") != want:
         return False
     if ev.source == "health":  # single db / mq: any API node reporting it
@@ -196,7 +197,7 @@ def measure_failover(
 
     # Detection: first "down" from the role's source after the fault (and before the undo).
     det = next((e for e in evs if e.at >= fault_at and (revive_at is None or e.at <= revive_at)
-                and _matches(e, sources, node, "down")), None)
+                and state_change_matches(e, sources, node, "down")), None)
     if det is None:
         notes.append(f"no {'/'.join(sources)} state change for {node} was seen after the fault")
 
@@ -221,7 +222,8 @@ def measure_failover(
                         and e.node == node and e.data.get("direction") == "up"), None)
         service_up_at = healthy.at if healthy else None
     if revive_at is not None:
-        up = next((e for e in evs if e.at >= revive_at and _matches(e, sources, node, "up")), None)
+        up = next((e for e in evs if e.at >= revive_at and state_change_matches(e, sources, node, "up")),
+                  None)
         if up is not None:
             if role == "api":
                 serving = [r.end for r in requests if r.ok and r.start >= revive_at and node in r.served_by]
@@ -267,20 +269,7 @@ def measure_timeline(cfg: LabConfig, timeline: Timeline, fault: str, node: str, 
     return measure_failover(cfg, timeline.events(), timeline.requests(), fault, node, **kw)
 
 
-# ---- the orchestrator ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MeasurePlan:
-    rate: float | None = None  # operations/s; None keeps the generator's rate
-    steady_s: int = 5  # whole seconds of error-free traffic before the fault
-    steady_timeout_s: float = 120.0
-    detect_timeout_s: float | None = None  # default: 3 x expected + 10 s
-    settle_s: float = 3.0  # after detection, before the undo
-    revive: bool = True
-    recovery_timeout_s: float = 300.0  # a killed node boots again: minutes under TCG
-    tail_s: float = 3.0  # traffic kept after recovery
-    poll_s: float = 0.1
+# ---- what an experiment drives (the scenario runner; ``halab.experiments.run_measurement``) --------
 
 
 @dataclass
@@ -298,113 +287,3 @@ class LabHandles:
     faults: Any
     traffic: Any
     probes: Any | None = None
-
-
-def _record_fault(tl: Timeline, fe: Any) -> None:
-    """Make sure the fault action is in the timeline (Faults may already report it via on_event)."""
-    if not any(e.kind == "fault" and e.at == fe.at and e.node == fe.node for e in tl.events(kind="fault")):
-        tl.on_fault(fe)
-
-
-def run_measurement(
-    lab: LabHandles,
-    fault: str,
-    node: str,
-    plan: MeasurePlan = MeasurePlan(),
-    *,
-    fault_params: dict[str, Any] | None = None,
-    progress: Callable[[str], None] | None = None,
-    clock: Callable[[], float] = time.time,
-    sleep: Callable[[float], None] = time.sleep,
-) -> MeasureResult:
-    """Start traffic, wait for steady state, inject, wait for detection and settle, undo, wait for
-    recovery, report. The lab is restored (undo) even when a step fails."""
-    cfg, tl = lab.cfg, lab.timeline
-    if fault not in UNDO:
-        raise UsageError(f"cannot measure {fault!r}: measurable faults are {', '.join(UNDO)}")
-    try:
-        role = cfg.node(node).role
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    if not tl.keep_requests:
-        raise UsageError("run_measurement needs a Timeline(keep_requests=True): client impact is "
-                         "computed from each request")
-    expected, _basis = expected_detection(cfg, role, fault)
-    detect_timeout = plan.detect_timeout_s or (3 * (expected or 5.0) + 10.0)
-    say = progress or (lambda _m: None)
-    injected = undone = False
-    started_traffic = False
-
-    def wait_until(cond: Callable[[], bool], timeout: float) -> bool:
-        end = clock() + timeout
-        while clock() < end:
-            tl.tick(clock())
-            if cond():
-                return True
-            sleep(plan.poll_s)
-        tl.tick(clock())
-        return cond()
-
-    try:
-        if lab.probes is not None:
-            lab.probes.start()
-        if plan.rate is not None:
-            lab.traffic.set_rate(plan.rate)
-        if not lab.traffic.running:
-            lab.traffic.start()
-            started_traffic = True
-        t0 = clock()
-        tl.note(f"measure {fault} {node}: traffic at {lab.traffic.rate:g} ops/s, waiting for steady state")
-        say("waiting for steady traffic")
-
-        if not wait_until(lambda: steady_state(tl, t0, plan.steady_s, lab.probes, clock()),
-                          plan.steady_timeout_s):
-            why = not_steady_why(lab.probes)
-            raise HalabError(f"no steady state within {plan.steady_timeout_s:g} s ({plan.steady_s} s of "
-                             f"traffic without errors, every HAProxy backend UP){why}; "
-                             "is the lab healthy? (`./lab.py status`)")
-
-        say(f"injecting {fault} on {node}")
-        fe = lab.faults.apply(fault, node, **(fault_params or {}))
-        injected = True
-        _record_fault(tl, fe)
-        fault_at = fe.at
-        sources = detection_sources(cfg, role)
-
-        def detected() -> bool:
-            return any(_matches(e, sources, node, "down") for e in tl.events(since=fault_at))
-
-        say("waiting for detection")
-        if not wait_until(detected, detect_timeout):
-            tl.note(f"no detection of {fault} {node} within {detect_timeout:g} s")
-        wait_until(lambda: False, plan.settle_s)
-
-        if plan.revive:
-            say(f"undoing {fault} on {node}")
-            ue = lab.faults.undo(fault, node, **(fault_params or {}))
-            undone = True
-            _record_fault(tl, ue)
-            revive_at = ue.at
-
-            def recovered() -> bool:
-                r = measure_failover(cfg, tl.events(), tl.requests(since=revive_at), fault, node,
-                                     fault_at=fault_at)
-                return r.recovered_at is not None
-
-            say("waiting for recovery")
-            if not wait_until(recovered, plan.recovery_timeout_s):
-                tl.note(f"{node} did not recover within {plan.recovery_timeout_s:g} s")
-        wait_until(lambda: False, plan.tail_s)
-        until = clock()
-    finally:
-        if injected and not undone and plan.revive:
-            try:
-                _record_fault(tl, lab.faults.undo(fault, node, **(fault_params or {})))
-            except HalabError as exc:
-                tl.note(f"could not undo {fault} {node}: {exc}; `./lab.py restore` will")
-        if started_traffic:
-            lab.traffic.stop()
-        tl.flush()
-    result = measure_failover(cfg, tl.events(), tl.requests(), fault, node, fault_at=fault_at, until=until)
-    tl.event("measure", result.summary, node=node, source="measure", failover=result.to_dict())
-    return result

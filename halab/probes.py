@@ -35,18 +35,15 @@ from typing import Any
 
 from halab.config import LabConfig
 from halab.errors import HalabError
+from halab.ports import AMQP_PORT, API_PORT, FRONTEND_PORT, STATS_PORT
 from halab.timeline import Event, Timeline
 
 SshRunner = Callable[[str, str], tuple[int, str, str]]
 
-API_PORT = 8080  # the lab API on each api node (halab.haproxy_config.API_PORT)
-FRONTEND_PORT = 80
-STATS_PORT = 8404
 HEARTBEAT_STALE_S = 3.0
 
 GALERA_QUERY = "mysql -B -e \"SHOW STATUS LIKE 'wsrep_%'\""
 RABBIT_QUERY = "timeout 25 rabbitmqctl cluster_status --formatter json"  # 16 s seen with 12 TCG VMs
-AMQP_PORT = 5672
 AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
 
 # States that mean "this thing is not serving" (a change into one is direction "down").

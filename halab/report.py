@@ -1,7 +1,7 @@
 """Scenario reports: JSON, Markdown and one self-contained HTML page with an inline SVG chart.
 
 Everything is drawn here from a ``ScenarioResult`` (so a saved JSON report renders again): no
-JavaScript, no external stylesheet, no network. The chart shows requests/s that succeeded per kind,
+JavaScript, no external stylesheet, no network. The chart shows operations/s that succeeded per kind,
 errors per kind (bars), p50/p99 latency, faults, detection and recovery marks, step boundaries and
 the moments hypotheses broke.
 """
@@ -108,7 +108,7 @@ def render_markdown(result: ScenarioResult) -> str:
 
 
 def render_svg(result: ScenarioResult, width: int = 960) -> str:
-    """The timeline chart: requests/s (ok lines, error bars), latency, and marks."""
+    """The timeline chart: operations/s (ok lines, error bars), latency, and marks."""
     r = result
     left, right, top = 56, 16, 28
     h1, gap, h2, bottom = 220, 34, 110, 40

@@ -61,42 +61,45 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from halab import fault_kinds
 from halab.config import (
     HAPROXY_PRESET_VALUES,
     HAPROXY_PRESETS,
+    MAX_RATE,
+    MIN_RATE,
     PROFILES,
     HAProxySettings,
     LabConfig,
     Located,
     LocatedReader,
+    check_rate,
     compose_located,
     describe_kind,
     describe_value,
     read_definition,
 )
 from halab.errors import ConfigError, HalabError, UsageError
-from halab.faults import UNDO
+from halab.fault_kinds import UNDO
 from halab.measure import (
     LabHandles,
     MeasureResult,
     detection_sources,
     measure_failover,
     not_steady_why,
+    state_change_matches,
     steady_state,
 )
-from halab.measure import _matches as state_change_matches  # the measurement's own matcher
 from halab.timeline import Event, RequestRecord, Timeline, percentile
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 ACTIONS = ("traffic", "wait", "fault", "revive", "undo", "restore", "reset", "preset", "measure", "mark")
 STEP_KEYS = (*ACTIONS, "name", "expect")
 TOP_KEYS = ("name", "description", "profile", "preset", "hypotheses", "steps")
-FAULT_ACTIONS = ("kill", "pause", "netcut", "netem", "stop-service", "reboot")
+FAULT_ACTIONS = fault_kinds.FAULTS  # what a `fault:` step may do (the registry's faults)
+# action -> {param: (type, lo, hi)}: the params a `fault:` step may give, from the registry
 FAULT_PARAMS: dict[str, dict[str, tuple[str, float, float]]] = {
-    "netem": {"delay_ms": ("number", 0, 60000), "jitter_ms": ("number", 0, 60000),
-              "loss_pct": ("number", 0, 100)},
-    "stop-service": {"service": ("string", 0, 0)},
-    "reboot": {"hard": ("boolean", 0, 0)},
+    k.name: {p.name: (p.type, p.lo, p.hi) for p in k.params}
+    for k in fault_kinds.KINDS if k.is_fault and k.params
 }
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}\Z")  # \Z: "$" would accept a trailing newline
 _NODE_RE = re.compile(r"^(haproxy|api|db|mq)-[1-9][0-9]?\Z")
@@ -230,8 +233,7 @@ class Scenario:
         """The same story at another traffic rate (``--rate``): a lab under software emulation
         serves a fraction of what it serves on KVM, and a rate above its capacity measures the
         overload, not the failover."""
-        if not (0.1 <= rate <= 1000):
-            raise UsageError(f"--rate must be between 0.1 and 1000 operations/s (got {rate:g})")
+        check_rate(rate, "--rate")
         steps = tuple(replace(s, args={**s.args, "rate": float(rate)})
                       if s.action == "traffic" and "rate" in s.args else s for s in self.steps)
         return replace(self, steps=steps)
@@ -415,7 +417,7 @@ def _read_step(r: _ScenarioReader, loc: Located, i: int, profiles: tuple[str, ..
             if not isinstance(a.value, dict):
                 r.err(a.line, where, f"must be {{rate: N}}, start or stop (got {describe_value(a.value)})")
             elif "rate" in f:
-                v = r.number(f["rate"], f"{where}.rate", 0.1, 1000)
+                v = r.number(f["rate"], f"{where}.rate", MIN_RATE, MAX_RATE)
                 if v is not None:
                     args["rate"] = v
     elif action == "wait":
@@ -941,18 +943,32 @@ def push_haproxy_config(cfg: LabConfig, ssh: SshRun, secrets: Any | None = None)
 PresetSwitch = Callable[[LabConfig], None]  # installs cfg.haproxy on the lab
 
 
+class StepFailed(HalabError):
+    """A strict run's ``wait`` step marked ``required`` did not reach its condition."""
+
+    def __init__(self, step: Step, detail: str):
+        super().__init__(detail)
+        self.step = step
+
+
 class ScenarioRunner:
     """Runs one scenario against a lab (real or simulated): steps in order, faults undone at the
-    end whatever happens, then every hypothesis evaluated over the record."""
+    end whatever happens, then every hypothesis evaluated over the record.
+
+    ``strict`` (a built-in experiment such as ``measure``): the first step that raises, or a
+    ``wait`` with ``required`` that times out (StepFailed), ends the run with that exception after
+    the clean-up. ``leave_faults``: the clean-up leaves the faults in place (``measure --no-revive``)."""
 
     def __init__(self, lab: LabHandles, scenario: Scenario, *, switch_preset: PresetSwitch | None = None,
                  progress: Callable[[str], None] | None = None, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep, poll_s: float = 0.1, tail_s: float = 1.0,
-                 reset_lab: Callable[[str], str] | None = None):
+                 reset_lab: Callable[[str], str] | None = None, strict: bool = False,
+                 leave_faults: bool = False):
         self.lab = lab
         self.sc = scenario
         self.switch_preset = switch_preset
         self.reset_lab = reset_lab  # checkpoint name -> what happened (a `reset:` step)
+        self.strict, self.leave_faults = strict, leave_faults
         self.say = progress or (lambda _m: None)
         self.clock, self.sleep, self.poll_s, self.tail_s = clock, sleep, poll_s, tail_s
         self.cfg = lab.cfg
@@ -1011,8 +1027,12 @@ class ScenarioRunner:
                     if step.action == "traffic" and not step.args.get("stop"):
                         started_traffic = True
                 except HalabError as exc:
+                    if self.strict:
+                        raise
                     ok, detail = False, str(exc)
                     self.problems.append(f"step {step.index} ({sc.source}:{step.line}) {step.label}: {exc}")
+                if not ok and self.strict and step.args.get("required"):
+                    raise StepFailed(step, detail)
                 end = self.clock()
                 self.steps.append(StepResult(step.index, step.action, step.label, step.line, self._rel(at),
                                              self._rel(end), ok, detail))
@@ -1039,7 +1059,7 @@ class ScenarioRunner:
 
     def _cleanup(self, original: LabConfig) -> None:
         for f in reversed(self.faults):
-            if f.undone_at is None and f.action in UNDO:
+            if f.undone_at is None and f.action in UNDO and not self.leave_faults:
                 try:
                     fe = self.lab.faults.undo(f.action, f.node, **f.params)
                     self._fault_event(fe)

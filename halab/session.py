@@ -20,14 +20,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from halab.config import PROFILE_COUNTS, PROFILES, LabConfig, parse_config
+from halab import fault_kinds
+from halab.config import PROFILE_COUNTS, PROFILES, LabConfig, check_rate, parse_config
 from halab.errors import HalabError, NotAvailableYet, UsageError
+from halab.lifecycle import Progress as UpProgress  # one progress shape: `up`'s own
 
 EVENT_KEEP = 500
 SERIES_KEEP = 600  # seconds of per-second traffic figures kept in memory
@@ -146,18 +148,6 @@ class ActionResult:
     message: str
     at: float
     problems: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class UpProgress:
-    """One step of `up`, as the lifecycle reports it."""
-
-    phase: str
-    message: str
-    elapsed_s: float
-    node: str | None = None
-    resource: str | None = None
-    done: bool = False
 
 
 @dataclass(frozen=True)
@@ -558,7 +548,7 @@ class LabSession:
     # ---- actions -----------------------------------------------------------------------------
     def _act(self, action: str, node: str, **params: Any) -> ActionResult:
         ev = self.faults.apply(action, node, **params)
-        if action in ("kill", "pause", "netcut", "stop-service", "reboot", "netem"):
+        if fault_kinds.kind(action).is_fault:  # a fault starts a measurement; an undo does not
             self._measuring = (action, node, float(_get(ev, "at", default=self.clock())))
             self._measured_at = 0.0
         return ActionResult(action, node, _get(ev, "message", default=f"{action} {node}"),
@@ -636,9 +626,9 @@ class LabSession:
             gen.set_rate(self._traffic_rate)
         gen.start()
         at = self.clock()
-        self.record_event(f"traffic started at {self._traffic_rate:g} req/s", kind="fault", t=at)
+        self.record_event(f"traffic started at {self._traffic_rate:g} ops/s", kind="fault", t=at)
         self._notify("traffic")
-        return ActionResult("traffic-start", None, f"traffic at {self._traffic_rate:g} req/s", at)
+        return ActionResult("traffic-start", None, f"traffic at {self._traffic_rate:g} ops/s", at)
 
     def stop_traffic(self) -> ActionResult:
         gen = self._need_traffic()
@@ -649,13 +639,12 @@ class LabSession:
         return ActionResult("traffic-stop", None, "traffic stopped", at)
 
     def set_rate(self, rate: float) -> ActionResult:
-        if not 0.1 <= rate <= 1000:
-            raise UsageError(f"traffic rate must be between 0.1 and 1000 req/s (got {rate:g})")
+        check_rate(rate)
         self._traffic_rate = float(rate)
         if self.traffic is not None and hasattr(self.traffic, "set_rate"):
             self.traffic.set_rate(self._traffic_rate)
         self._notify("traffic")
-        return ActionResult("traffic-rate", None, f"traffic rate {rate:g} req/s", self.clock())
+        return ActionResult("traffic-rate", None, f"traffic rate {rate:g} ops/s", self.clock())
 
     # ---- scenarios and life cycle -----------------------------------------------------------
     def scenarios(self) -> list[Path]:
@@ -681,14 +670,7 @@ class LabSession:
             raise NotAvailableYet("bringing the lab up is not available yet (tracked in issue 4)")
         cfg = config_with_profile(self.cfg, profile or self.cfg.profile)
 
-        def progress(p: Any) -> None:
-            if progress_cb is not None:
-                progress_cb(UpProgress(
-                    phase=str(_get(p, "phase", default="")), message=str(_get(p, "message", default=p)),
-                    elapsed_s=float(_get(p, "elapsed_s", default=0.0)), node=_get(p, "node"),
-                    resource=_get(p, "resource"), done=bool(_get(p, "done", default=False))))
-
-        result = mod.up(cfg, progress=progress)
+        result = mod.up(cfg, progress=progress_cb)  # the lifecycle's own Progress, passed on as it is
         if cfg is not self.cfg:
             self._adopt(cfg)
         return result
@@ -714,10 +696,6 @@ class LabSession:
             if stop is not None:
                 with contextlib.suppress(HalabError):  # closing is best effort; the lab keeps running
                     stop()
-
-
-def replace_point(point: TrafficPoint, **changes: Any) -> TrafficPoint:
-    return replace(point, **changes)
 
 
 def synthetic_points(start: float, seconds: int, rate: float = 50.0, *, errors_at: Iterable[int] = (),

@@ -25,14 +25,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from halab.config import LabConfig, TrafficSettings
-from halab.errors import HalabError, UsageError
+from halab.config import LabConfig, TrafficSettings, check_rate
+from halab.errors import HalabError
+from halab.ports import FRONTEND_PORT
 from halab.timeline import RequestRecord, percentile
 
-FRONTEND_PORT = 80  # HAProxy's API frontend (halab.haproxy_config.FRONTEND_PORT)
 SERVERS_PATH = "/v2/servers"
 READ_LIMIT = 20  # Horizon's default page size: a read lists one page, not the whole table
-MAX_RATE = 1000.0
 # Kept-alive connections idle longer than this are closed rather than reused: HAProxy closes an idle
 # client connection after `timeout http-request` (10 s), and a page's burst of parallel calls used to
 # dig up several such dead connections at once.
@@ -133,8 +132,7 @@ class TrafficGenerator:
     # ---- control -----------------------------------------------------------------------------
     @staticmethod
     def _check_rate(rate: float) -> None:
-        if not (0 < rate <= MAX_RATE):
-            raise UsageError(f"traffic rate must be > 0 and <= {MAX_RATE:g} operations/s (got {rate:g})")
+        check_rate(rate)
 
     @property
     def rate(self) -> float:

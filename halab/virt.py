@@ -20,6 +20,8 @@ import libvirt
 from halab.config import LabConfig
 from halab.errors import ConfigError, HalabError, UsageError
 
+# The ownership tag's namespace. The Terraform provider (terraform/provider, run without halab on its
+# path) writes the same tag: its common.HALAB_NS must equal this (tests/unit/test_constants.py).
 HALAB_XMLNS = "https://halab.dev/xmlns/lab/1"
 HALAB_XMLNS_PREFIX = "halab"
 

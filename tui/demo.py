@@ -1,13 +1,14 @@
 """A lab without VMs: libvirt's ``test:///default`` driver, domains carrying the lab's ownership
-tag, and recorded traffic, events and a failover result. Used by the tests, the benchmark and
-``./lab.py tui --demo`` (to try the interface, or rehearse a workshop, with no lab at all)."""
+tag, and recorded traffic, events and a failover result: ``./lab.py tui --demo`` (to try the
+interface, or rehearse a workshop, with no lab at all); the TUI tests and benchmark use it too.
+Everything here is what the demo itself needs; doubles only tests need live in tests/support."""
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import libvirt
 
@@ -56,7 +57,8 @@ def define_domains(conn: libvirt.virConnect, cfg: LabConfig, running: bool = Tru
 
 
 class FakeTraffic:
-    """Stands in for the traffic generator: remembers start/stop/rate, sends nothing."""
+    """The demo's traffic generator: there is no VIP to send to, so it remembers start/stop/rate
+    and sends nothing (the recorded history is what the graphs show)."""
 
     def __init__(self, rate: float = 50.0):
         self.rate = rate
@@ -72,19 +74,22 @@ class FakeTraffic:
         self.rate = rate
 
 
-class Recorder:
-    """Host (tc) and guest (SSH) command runners that succeed and remember what they were asked."""
+class Runners(Protocol):
+    """Where the demo's host (tc) and guest (SSH) commands go."""
 
-    def __init__(self) -> None:
-        self.host: list[list[str]] = []
-        self.ssh: list[tuple[str, str]] = []
+    def host_run(self, argv: Sequence[str]) -> tuple[int, str, str]: ...
+
+    def ssh_run(self, node: str, command: str) -> tuple[int, str, str]: ...
+
+
+class QuietRunners:
+    """The demo lab has no hosts' qdiscs or guests to change: every command succeeds, doing nothing.
+    (tests/support/recorder.py has runners that also remember what they were asked.)"""
 
     def host_run(self, argv: Sequence[str]) -> tuple[int, str, str]:
-        self.host.append(list(argv))
         return 0, "", ""
 
     def ssh_run(self, node: str, command: str) -> tuple[int, str, str]:
-        self.ssh.append((node, command))
         return 0, "", ""
 
 
@@ -102,7 +107,7 @@ def record_history(session: LabSession, start: float = T0, seconds: int = 75) ->
             p = type(p)(**{**p.__dict__, "share": {a: (1 / len(others) if a != "api-2" else 0.0)
                                                    for a in api}})
         session.record_sample(p)
-    session.record_event("traffic started at 50 req/s", kind="fault", t=start + 0.5)
+    session.record_event("traffic started at 50 ops/s", kind="fault", t=start + 0.5)
     if "api-2" in api:
         session.record_event("kill api-2 (power cut (libvirt destroy))", kind="fault", node="api-2",
                              t=kill_at)
@@ -123,7 +128,7 @@ def demo_session(
     state_dir: Path | None = None,
     history: bool = True,
     conn: libvirt.virConnect | None = None,
-    recorder: Recorder | None = None,
+    recorder: Runners | None = None,
     **session_kw: Any,
 ) -> LabSession:
     """A LabSession over a fresh ``test:///default`` lab (each connection has its own state)."""
@@ -131,7 +136,7 @@ def demo_session(
     conn = conn or libvirt.open("test:///default")
     define_domains(conn, cfg)
     clock = clock or (lambda: T0 + 75.0)
-    rec = recorder or Recorder()
+    rec = recorder or QuietRunners()
     state = state_dir or Path(tempfile.mkdtemp(prefix="halab-demo-"))
     virt = LabVirt(cfg, conn)
     timeline = Timeline(keep_requests=False, clock=clock)

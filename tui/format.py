@@ -89,7 +89,7 @@ def status_line(s: LabSnapshot, tz: tzinfo | None) -> str:
     if not tr.available:
         traffic = "[$text-muted]traffic n/a[/]"
     elif tr.running:
-        traffic = f"[b $success]▶ {tr.rate:g} req/s[/]"
+        traffic = f"[b $success]▶ {tr.rate:g} ops/s[/]"
     else:
         traffic = f"[$text-muted]■ traffic off ({tr.rate:g}/s)[/]"
     last = s.series[-1] if s.series else None

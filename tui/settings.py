@@ -22,7 +22,7 @@ class TuiSettings:
     refresh_hz: float = 5.0  # snapshot polls per second (changes also wake it, at most 20 Hz)
     graph_seconds: int = 60  # how much history the graphs show
     netem_delay_ms: float = 200.0  # the latency prompt's default
-    rate_step: float = 10.0  # +/- change the traffic rate by this many req/s
+    rate_step: float = 10.0  # +/- change the traffic rate by this many operations/s
     theme: str | None = None  # a Textual theme name; None keeps Textual's default
     tz: tzinfo | None = None  # None: local time (tests pin UTC)
     live: bool = True  # poll the session; False only in tests that feed snapshots by hand

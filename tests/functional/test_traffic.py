@@ -48,12 +48,6 @@ def test_keeps_schedule_at_200_per_second():
     slots = sorted(r.scheduled for r in recs)
     gaps = [b - a for a, b in itertools.pairwise(slots)]
     assert max(gaps) == pytest.approx(0.005, abs=1e-6)
-    lag_p99 = percentile([r.lag_ms for r in recs], 99)
-    # ~4 ms on an idle 2-core host (bench/traffic_bench.py); room for a host busy with other work.
-    if lag_p99 >= 100 and os.getloadavg()[0] > 2 * (os.cpu_count() or 1):
-        pytest.skip(f"host overloaded (load {os.getloadavg()[0]:.1f}): lag p99 {lag_p99:.0f} ms says "
-                    "nothing about the generator; run bench/traffic_bench.py on a quiet host")
-    assert lag_p99 < 100, f"operations started {lag_p99:.1f} ms late (p99)"
     kinds = Counter(r.kind for r in recs)
     assert kinds["read"] > kinds["page"] > kinds["write"] > 0
     pages = [r for r in recs if r.kind == "page"]
@@ -64,6 +58,14 @@ def test_keeps_schedule_at_200_per_second():
     buckets = tl.buckets()
     assert sum(b.read.ok + b.write.ok + b.page.ok for b in buckets) == len(recs)
     assert set(buckets[len(buckets) // 2].share) == {"api-1", "api-2", "api-3", "api-4"}
+    # Last, the one timing figure: everything above holds on any host. ~4 ms on an idle 2-core host
+    # (bench/traffic_bench.py); an overloaded host says nothing about the generator, so only this
+    # part is skipped there.
+    lag_p99 = percentile([r.lag_ms for r in recs], 99)
+    if lag_p99 >= 100 and os.getloadavg()[0] > 2 * (os.cpu_count() or 1):
+        pytest.skip(f"host overloaded (load {os.getloadavg()[0]:.1f}): lag p99 {lag_p99:.0f} ms; every "
+                    "other check of the schedule passed; run bench/traffic_bench.py on a quiet host")
+    assert lag_p99 < 100, f"operations started {lag_p99:.1f} ms late (p99)"
 
 
 def test_http_errors_by_kind(api):

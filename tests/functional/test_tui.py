@@ -14,12 +14,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from halab.errors import NotAvailableYet
 from halab.session import LabSession, UpProgress
+from tests.support.recorder import Recorder
 from tui import TuiSettings, make_app
-from tui.demo import T0, Recorder, define_domains, demo_session
+from tui.demo import T0, define_domains, demo_session
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.dialogs import ConfirmScreen, HelpScreen, LatencyScreen, ScenarioScreen
 from tui.screens.nolab import NoLabScreen
-from tui.widgets.panels import Timeline
+from tui.widgets.panels import KeyBar, Timeline
 
 SIZE = (100, 30)
 
@@ -269,7 +270,7 @@ async def test_traffic_start_stop_and_rate(lab):
         await settle(pilot, app)
         assert not app.snapshot.traffic.running
         text = timeline_text(app)
-        assert "traffic started at 50 req/s" in text and "traffic stopped" in text
+        assert "traffic started at 50 ops/s" in text and "traffic stopped" in text
 
 
 async def test_scenario_none_available(lab):
@@ -278,7 +279,9 @@ async def test_scenario_none_available(lab):
         await start(app, pilot)
         await pilot.press("x")
         await pilot.pause()
-        assert isinstance(app.screen, DashboardScreen)
+        assert isinstance(app.screen, DashboardScreen)  # no picker, no confirmation
+        warnings = [n for n in app._notifications if n.severity == "warning"]
+        assert [n.message for n in warnings] == [f"No scenarios (*.yaml) in {lab.box['s'].scenario_dir}"]
 
 
 @pytest.mark.parametrize("answer", ["y", "n"])
@@ -323,12 +326,32 @@ async def test_help_lists_every_key(lab):
         assert isinstance(app.screen, DashboardScreen)
 
 
+def keybar_offset(app, text: str) -> tuple[int, int]:
+    """Where ``text`` stands in the key bar as drawn (x, y within the widget, past its padding)."""
+    bar = app.screen.query_one(KeyBar)
+    pad_x, pad_y = bar.content_region.x - bar.region.x, bar.content_region.y - bar.region.y
+    for y in range(bar.content_region.height):
+        x = bar.render_line(y).text.find(text)
+        if x >= 0:
+            return pad_x + x, pad_y + y
+    raise AssertionError(f"{text!r} is not in the key bar")
+
+
 async def test_keybar_click_acts(lab):
+    """A mouse click on a key in the bar does what the key does: help opens, kill asks first."""
     app = make_app(lab, settings())
     async with app.run_test(size=SIZE) as pilot:
         await start(app, pilot)
-        await app.screen.run_action("help")
+        assert await pilot.click(KeyBar, offset=keybar_offset(app, "? help"))
+        await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, DashboardScreen)
+        await select(pilot, app, "api-2")
+        assert await pilot.click(KeyBar, offset=keybar_offset(app, "k kill"))
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen) and "api-2" in str(app.screen.question)
 
 
 async def test_quit_leaves_lab_running(lab):

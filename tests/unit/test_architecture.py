@@ -57,13 +57,25 @@ def test_lint_imports_contracts_kept(tmp_path):
 
 
 def test_lint_imports_catches_a_violation(tmp_path):
-    """The contract really bites: a copy of the tree with one core module importing textual fails."""
+    """The contracts really bite: a copy of the tree with one core module importing textual, and an
+    observing module importing a chaos one inside a function (a lazy import counts), fails both."""
     for pkg in ("halab", "tui", "cli"):
         shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "halab" / "zz_bad.py").write_text("import textual.app  # noqa\n")
+    with (tmp_path / "halab" / "timeline.py").open("a") as fh:
+        fh.write("\n\ndef _zz_bad():\n    import halab.scenarios  # noqa\n")
     out = lint_imports(write_config(tmp_path), tmp_path)
     assert out.returncode != 0
     assert "halab.zz_bad -> textual" in out.stdout
+    assert "halab.timeline -> halab.scenarios" in out.stdout
+
+
+def test_layer_contracts_name_modules_that_exist():
+    """A contract naming a module that was renamed away would guard nothing."""
+    for contract in importlinter_config()["contracts"]:
+        for mod in contract["source_modules"] + contract["forbidden_modules"]:
+            if mod.startswith("halab."):
+                assert (ROOT / (mod.replace(".", "/") + ".py")).exists(), (contract["name"], mod)
 
 
 PROBE = textwrap.dedent("""

@@ -10,8 +10,9 @@ import pytest
 
 from halab.config import parse_config
 from halab.errors import HalabError, UsageError
+from halab.experiments import MeasurePlan, run_measurement
 from halab.faults import FaultEvent
-from halab.measure import LabHandles, MeasurePlan, expected_detection, measure_failover, run_measurement
+from halab.measure import LabHandles, expected_detection, measure_failover
 from halab.timeline import Event, RequestRecord, Timeline
 
 CFG = parse_config("name: lab1\n", "lab.yaml", host_mem_mib=1 << 20)
@@ -277,6 +278,10 @@ def test_bench_faults_are_the_ones_the_lab_has():
 
     assert bench_faults(CFG) == [("kill", "api-2"), ("kill", "db-1"), ("kill", "mq-1")]
     assert bench_faults(HA) == [("kill", "api-2"), ("kill", "db-1"), ("kill", "mq-1")]
+    # A lab with one API node has no api-2: the filter drops that fault and keeps the rest.
+    one_api = parse_config("roles:\n  api: {count: 1}\n")
+    assert [n.name for n in one_api.nodes() if n.role == "api"] == ["api-1"]
+    assert bench_faults(one_api) == [("kill", "db-1"), ("kill", "mq-1")]
 
 
 def test_bench_matrix_measures_each_fault_under_each_preset_and_restores_the_lab_preset():
@@ -382,3 +387,29 @@ def test_no_steady_state_says_which_backend_is_not_up():
         run_measurement(lab, "kill", "api-2", MeasurePlan(steady_s=3, steady_timeout_s=30),
                         clock=sim.clock, sleep=sim.sleep)
     assert not sim.dead  # nothing was injected
+
+
+def test_measurement_is_the_scenario_runners_story():
+    """measure is a built-in scenario: the runner's steps, waits and fault bookkeeping."""
+    from halab.experiments import measurement_scenario
+
+    sc = measurement_scenario("kill", "api-2", MeasurePlan(steady_s=3), 8.0, 12.0, {})
+    assert [s.action for s in sc.steps] == [
+        "traffic", "mark", "wait", "fault", "wait", "wait", "undo", "wait"]
+    assert [s.args.get("until") for s in sc.steps if s.action == "wait"] == [
+        "steady 3 s", "detected", None, "recovered"]
+    no_revive = measurement_scenario("kill", "api-2", MeasurePlan(revive=False), 8.0, 12.0, {})
+    assert "undo" not in [s.action for s in no_revive.steps]
+
+
+def test_no_revive_leaves_the_fault_and_running_traffic_keeps_running():
+    tl = Timeline(clock=lambda: sim.now)
+    sim = SimLab(tl)
+    sim.start()
+    lab = LabHandles(CFG, tl, faults=sim, traffic=sim)
+    r = run_measurement(lab, "kill", "api-2", MeasurePlan(steady_s=3, revive=False), clock=sim.clock,
+                        sleep=sim.sleep)
+    assert sim.dead == {"api-2"} and r.revive_at is None and r.recovery_s is None
+    assert r.detection_s == pytest.approx(1.25, abs=1e-6)
+    assert sim.running  # it was running before the measurement
+    assert [e.message for e in tl.events(kind="fault")] == ["kill api-2"]  # recorded once

@@ -9,6 +9,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 
+from halab import fault_kinds
 from halab.session import LabSnapshot, NodeView
 from tui.keys import ALL_KEYS, bindings
 from tui.screens.dialogs import ConfirmScreen, HelpScreen, LatencyScreen, ScenarioScreen
@@ -16,12 +17,8 @@ from tui.widgets.graphs import LatencyGraph, RequestsGraph
 from tui.widgets.panels import FailoverPanel, KeyBar, StatusLine, Timeline
 from tui.widgets.topology import Topology, topology_title
 
-WHY = {
-    "kill": "A power cut: libvirt destroys the VM. `r` revives it.",
-    "pause": "The VM freezes (libvirt suspend): TCP stays open, nothing answers.",
-    "reboot": "A hard reset: the node goes away and boots again.",
-    "netcut": "The node's network link goes down (libvirt); the VM keeps running.",
-    "stop-service": "Stops the node's role service over SSH; the VM keeps running.",
+# What each confirmation explains: the fault registry's words, plus the scenario key's.
+WHY = {k.name: k.why for k in fault_kinds.KINDS if k.why} | {
     "scenario": "Runs the scripted scenario unattended; it injects faults of its own.",
     "reset": "Every node back to the `ready` checkpoint, together (seconds): servers created, faults "
              "and data written since are gone.",
@@ -182,7 +179,8 @@ class DashboardScreen(Screen):
     def action_scenario(self) -> None:
         paths = self.app.session.scenarios() if self.app.session is not None else []
         if not paths:
-            self.notify("No scenarios in scenarios/ yet (issue 8)", severity="warning")
+            where = self.app.session.scenario_dir if self.app.session is not None else "scenarios/"
+            self.notify(f"No scenarios (*.yaml) in {where}", severity="warning")
             return
 
         def chosen(path) -> None:

@@ -1,4 +1,5 @@
-"""Live graphs of the last minute: requests per second (ok and errors by kind) and latency.
+"""Live graphs of the last minute: operations per second (ok and errors by kind) and latency.
+An operation is a read, a write or a page load (a page load is several HTTP requests).
 
 Plot state lives in each widget instance (no module-level plot). A graph redraws only when the
 series it shows has changed (a new or revised second), so fast refreshes cost nothing here.
@@ -50,7 +51,7 @@ class _SeriesPlot(PlotextPlot):
 
 class RequestsGraph(_SeriesPlot):
     def draw(self, plt, xs, window) -> None:
-        plt.title("requests/s")
+        plt.title("operations/s")
         if not window:
             plt.ylim(0, 1)
             return
