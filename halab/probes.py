@@ -485,7 +485,9 @@ class HAProxyProbe(Probe):
                 raise ValueError(f"HTTP {status}" + (" (wrong stats password?)" if status == 401 else ""))
             servers = tuple(parse_haproxy_csv(body))
         except (OSError, ValueError, http.client.HTTPException) as exc:
-            return HAProxySample("haproxy", at, False, f"{self.host}:{self.port}: {exc}",
+            # Known only when the attempt gave up: stamped then, not when it began (a sample begun
+            # just before a kill and timed out after it would date the detection before the fault).
+            return HAProxySample("haproxy", time.time(), False, f"{self.host}:{self.port}: {exc}",
                                  haproxy_node=self.haproxy_node)
         return HAProxySample("haproxy", at, haproxy_node=self.haproxy_node, servers=servers)
 
@@ -510,6 +512,8 @@ class HealthProbe(Probe):
     def sample(self) -> ProbeSample:
         at = time.time()
         results = dict(zip(self.nodes, self._pool.map(self._one, self.nodes.values()), strict=True))
+        if any(r[1].startswith("no answer") for r in results.values()):
+            at = time.time()  # a silence is known when the wait ends (see HAProxyProbe.sample)
         return HealthSample("health", at, nodes={n: r[0] for n, r in results.items()},
                             details={n: r[1] for n, r in results.items()})
 

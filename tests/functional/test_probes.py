@@ -296,3 +296,26 @@ def test_backends_not_up_names_each_server_and_each_unread_balancer():
     assert ps.backends_not_up() == []
     ps.sample_once(probe)
     assert ps.backends_not_up() == ["haproxy-1 stats unreachable"]
+
+
+def test_a_silence_is_stamped_when_the_wait_ended():
+    """A sample begun just before a kill times out after it: its "down" must not be dated before
+    the fault (the measurement then saw no detection at all). Answers keep their start time."""
+
+    def slow_silence(*_a, **_k):
+        time.sleep(0.3)
+        raise TimeoutError("timed out")
+
+    before = time.time()
+    s = HAProxyProbe("haproxy-1", "10.0.0.1", ("u", "p"), fetch=slow_silence).sample()
+    assert not s.ok and s.at >= before + 0.29
+    h = HealthProbe({"api-1": "10.0.0.2"}, fetch=slow_silence).sample()
+    assert h.nodes == {"api-1": "down"} and h.at >= before + 0.59
+
+    def answer(*_a, **_k):
+        time.sleep(0.3)
+        return 200, {}, '{"status": "ok", "db": {"ok": true}, "mq": {"ok": true}}'
+
+    t = time.time()
+    h = HealthProbe({"api-1": "10.0.0.2"}, fetch=answer).sample()
+    assert h.nodes == {"api-1": "ok"} and h.at < t + 0.1
