@@ -8,6 +8,7 @@ import sys
 import time
 
 from cli.common import check_output_files, config_from, number_in, print_json
+from halab.atomic import write_atomic
 from halab.runtime import open_live_lab
 
 SIMPLE = {
@@ -153,8 +154,7 @@ def _measure(args: argparse.Namespace) -> int:
             live.timeline.write_jsonl(args.timeline)
     print(result.summary)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result.to_dict(), fh, indent=2)
+        write_atomic(args.json, json.dumps(result.to_dict(), indent=2) + "\n", 0o644)
     else:
         print_json(result.to_dict())
     return 0

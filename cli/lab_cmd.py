@@ -67,8 +67,9 @@ def _up(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        with open(args.json, "w") as fh:
-            json.dump(res.to_dict(), fh, indent=2)
+        from halab.atomic import write_atomic
+
+        write_atomic(args.json, json.dumps(res.to_dict(), indent=2) + "\n", 0o644)
     return 0
 
 

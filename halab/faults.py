@@ -26,6 +26,7 @@ from typing import Any
 
 import libvirt
 
+from halab.atomic import write_atomic
 from halab.boot_priority import BootPriority
 from halab.config import LabConfig
 from halab.errors import ConfigError, HalabError, UsageError
@@ -149,10 +150,7 @@ class FaultStore:
         return out
 
     def _write(self, faults: list[ActiveFault]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"active": [f.to_dict() for f in faults]}, indent=2), encoding="utf-8")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps({"active": [f.to_dict() for f in faults]}, indent=2) + "\n")
 
     def load(self) -> list[ActiveFault]:
         with self._locked():

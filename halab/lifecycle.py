@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from halab.atomic import write_atomic
 from halab.config import LabConfig
 from halab.errors import HalabError
 from halab.lock import LabLock
@@ -156,7 +157,7 @@ def write_inventory(cfg: LabConfig, accel: str) -> None:
         "nodes": [{"name": n.name, "role": n.role, "ip": n.ip, "mac": n.mac,
                    "domain": cfg.domain_name(n)} for n in cfg.nodes()],
     }
-    paths["inventory"].write_text(json.dumps(data, indent=2))
+    write_atomic(paths["inventory"], json.dumps(data, indent=2) + "\n")
 
 
 # ---- the pieces `up` is made of ------------------------------------------------------------------

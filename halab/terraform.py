@@ -33,6 +33,7 @@ from typing import Any
 
 from python_terraform import IsFlagged, Terraform
 
+from halab.atomic import write_atomic
 from halab.cloudinit import NodeSeed
 from halab.errors import HalabError
 from halab.tfmirror import MirrorInfo, ensure_mirror, module_dir
@@ -645,12 +646,8 @@ def prepare_workdir(
 
 
 def write_tfvars(path: Path, tfvars: Mapping[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # user-data may hold secrets
-    with os.fdopen(fd, "w") as fh:
-        json.dump(tfvars, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
+    # 0600: user-data may hold secrets.
+    write_atomic(path, json.dumps(tfvars, indent=2, sort_keys=True) + "\n", 0o600)
 
 
 def default_pool_path(lab: str, libvirt_uri: str) -> str:
