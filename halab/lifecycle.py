@@ -6,6 +6,7 @@ seeds, tfvars), runs it, and then waits until every node has finished cloud-init
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -413,6 +414,7 @@ def up(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None,
                 clock.say(f"{len(started.nodes)} node(s) back from disk in {started.seconds['total']:.1f}s")
         tf = _terraform_client(cfg)
         clock.phase("terraform", "terraform init (offline, halab's provider from the local mirror)…")
+        _repair_terraform(cfg, clock)
         on_event = _tf_progress(clock)
         tf.init(on_event=None, cancel=cancel)
         waves = boot_waves(cfg, accel, already_running=_running_nodes(cfg))
@@ -424,6 +426,9 @@ def up(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None,
                 clock.phase("terraform", f"wave {i + 1}/{len(waves)}: starting {', '.join(wave)}…")
             clock.say("terraform apply…")
             result = tf.apply(on_event=on_event, cancel=cancel)
+            from halab.terraform import clear_imports
+
+            clear_imports(state_paths(cfg)["terraform"])
             summary = result.summary
             changes += (summary.add + summary.change + summary.remove) if summary else 0
             if len(waves) == 1:
@@ -492,24 +497,145 @@ def _set_running(cfg: LabConfig, stopped: list[str]) -> None:
     write_tfvars(path, tfvars)
 
 
+class DownIncomplete(HalabError):
+    """`down` could not remove everything; the message names each object and the command."""
+
+
+def _lab_pool_path(cfg: LabConfig) -> str:
+    from halab.terraform import VARS_FILE, default_pool_path
+
+    try:
+        tfvars = json.loads((state_paths(cfg)["terraform"] / VARS_FILE).read_text(encoding="utf-8"))
+        return str(tfvars["pool_path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return default_pool_path(cfg.name, cfg.libvirt_uri)
+
+
 def down(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None) -> dict[str, float]:
-    """Destroy everything the lab owns, then its state. Idempotent."""
+    """Destroy everything the lab owns, then its state (checkpoints included). Total from any crash
+    point: after `terraform destroy` (or without it, when the state is lost or Terraform fails) it
+    sweeps libvirt for what is still the lab's. Idempotent. Raises DownIncomplete, keeping the state
+    directory, when something cannot be removed."""
+    from halab.terraform import TerraformError
+    from halab.virt import sweep_lab
+
     clock = _Clock(progress)
     root = lab_state_dir(cfg.name, create=False)
     if not root.exists():
-        clock.say(f"lab {cfg.name!r} has no state: nothing to do")
+        try:
+            sweep = sweep_lab(cfg, _lab_pool_path(cfg))
+        except HalabError:
+            clock.say(f"lab {cfg.name!r} has no state: nothing to do")
+            return clock.finish()
+        if not sweep.removed and not sweep.left:
+            clock.say(f"lab {cfg.name!r} has no state: nothing to do")
+            return clock.finish()
+        _report_sweep(clock, sweep)
         return clock.finish()
     with _lock(cfg):
         paths = state_paths(cfg)
-        if (paths["terraform"] / "terraform.tfstate").exists():
-            tf = _terraform_client(cfg)
+        pool_path = _lab_pool_path(cfg)
+        tfdir = paths["terraform"]
+        if (tfdir / "terraform.tfstate").exists() and (tfdir / "main.tf").exists():
             clock.phase("terraform", "terraform destroy…")
-            if not (paths["terraform"] / ".terraform").exists():
-                tf.init(cancel=cancel)
-            tf.destroy(on_event=_tf_progress(clock), cancel=cancel)
-        clock.phase("state", "removing the lab's state directory…")
+            try:
+                if _repair_terraform(cfg, clock, rebuild=False):
+                    tf = _terraform_client(cfg)
+                    if not (tfdir / ".terraform").exists():
+                        tf.init(cancel=cancel)
+                    tf.destroy(on_event=_tf_progress(clock), cancel=cancel)
+            except TerraformError as exc:
+                clock.say(f"{exc} — removing the lab's objects from libvirt directly instead")
+        clock.phase("sweep", "sweeping libvirt for anything still the lab's…")
+        sweep = sweep_lab(cfg, pool_path)
+        _report_sweep(clock, sweep)
+        clock.phase("state", "removing the lab's state directory (keys, secrets, checkpoints)…")
     remove_state(cfg)
     return clock.finish()
+
+
+def _report_sweep(clock: _Clock, sweep) -> None:
+    if sweep.removed:
+        clock.say(f"removed what Terraform did not know: {', '.join(sweep.removed)}")
+    for obj in sweep.foreign:
+        clock.say(f"{obj} exists but is not this lab's (no halab ownership tag for it); halab does not "
+                  "touch it")
+    if sweep.left:
+        raise DownIncomplete(
+            "down could not remove everything the lab owns (its state directory is kept, so "
+            "`./lab.py down` can run again):\n" + "\n".join(f"  {obj}: {cmd}" for obj, cmd in sweep.left)
+        )
+
+
+def _import_targets(cfg: LabConfig) -> list[tuple[str, str]]:
+    """Terraform addresses and import ids of the lab's objects libvirt has (domains by ownership
+    metadata, the rest by the lab's names): what rebuilds a lost state."""
+    import libvirt
+
+    from halab.virt import LabVirt
+
+    out: list[tuple[str, str]] = []
+    pool_name = f"{cfg.name}-pool"
+    with LabVirt(cfg) as virt:
+        conn = virt.conn
+        try:
+            pool = conn.storagePoolLookupByName(pool_name)
+            out.append(("libvirt_pool.lab", pool_name))
+        except libvirt.libvirtError:
+            pool = None
+        try:
+            conn.networkLookupByName(cfg.network_name)
+            out.append(("libvirt_network.lab", cfg.network_name))
+        except libvirt.libvirtError:
+            pass
+        if pool is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                if not pool.isActive():
+                    pool.create(0)
+                pool.refresh(0)
+            vols = {f"{cfg.name}-base.qcow2": "libvirt_volume.base",
+                    f"{cfg.name}-vmlinuz": "libvirt_volume.kernel",
+                    f"{cfg.name}-initrd.img": "libvirt_volume.initrd"}
+            for n in cfg.nodes():
+                mod = f'module.node["{n.name}"]'
+                vols[f"{cfg.domain_name(n)}.qcow2"] = f"{mod}.libvirt_volume.disk"
+                vols[f"{cfg.domain_name(n)}-seed.iso"] = f"{mod}.libvirt_cloudinit_disk.seed"
+            with contextlib.suppress(libvirt.libvirtError):
+                for vol in pool.listAllVolumes(0):
+                    if vol.name() in vols:
+                        out.append((vols[vol.name()], f"{pool_name}/{vol.name()}"))
+        names = {n.name for n in cfg.nodes()}
+        for node, dom in virt.domains().items():
+            if node in names:
+                out.append((f'module.node["{node}"].libvirt_domain.node', dom.UUIDString()))
+    return out
+
+
+def _repair_terraform(cfg: LabConfig, clock: _Clock, rebuild: bool = True) -> bool:
+    """Before Terraform runs: wait for a terraform a killed run left (never unlock a live one),
+    release a state lock whose holder is dead, and recover a damaged state — Terraform's backup, or
+    (``rebuild``) import blocks for the lab's objects in libvirt. Each step says what it did.
+    Returns False when there is no usable state (and ``rebuild`` is off)."""
+    from halab import terraform as tfm
+
+    tfdir = state_paths(cfg)["terraform"]
+    tfm.wait_for_running_terraform(tfdir, on_wait=lambda pid: clock.say(
+        f"terraform (pid {pid}) from an interrupted run is still stopping; waiting for it"))
+    released = tfm.release_stale_lock(tfdir)
+    if released:
+        clock.say(released)
+    repair = tfm.repair_state(tfdir)
+    if repair is None:
+        return True
+    clock.say(repair.message)
+    if repair.action == "backup":
+        return True
+    if not rebuild:
+        return False
+    count = tfm.write_imports(tfdir, _import_targets(cfg))
+    clock.say(f"{count} object(s) of lab {cfg.name!r} found in libvirt; terraform imports them"
+              if count else f"no object of lab {cfg.name!r} in libvirt: terraform creates the lab afresh")
+    return True
 
 
 def plan(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None):
@@ -520,6 +646,7 @@ def plan(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None):
     with _lock(cfg):
         tf = _terraform_client(cfg)
         clock.phase("plan", "terraform plan (refreshing real state from libvirt)…")
+        _repair_terraform(cfg, clock)
         result = tf.plan(on_event=_tf_progress(clock), cancel=cancel)
         clock.finish()
     return result
