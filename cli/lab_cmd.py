@@ -16,6 +16,8 @@ def register(sub) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the summary (nodes, phases) as JSON")
     p.add_argument("--no-checkpoint", action="store_true",
                    help="do not take the `ready` checkpoint when the lab is first ready")
+    p.add_argument("--no-wait", action="store_true",
+                   help="stop after terraform apply: nodes started, not waited for (no checkpoint)")
     p.set_defaults(func=_up)
     p = sub.add_parser("down", help="destroy everything the lab owns (idempotent)",
                        description="Destroy the lab's domains, volumes, seeds, network, pool and state.")
@@ -59,7 +61,7 @@ def _up(args: argparse.Namespace) -> int:
     cancel = threading.Event()
     try:
         res = lifecycle.up(cfg, progress=_printer, cancel=cancel,
-                           checkpoint=False if args.no_checkpoint else None)
+                           checkpoint=False if args.no_checkpoint else None, wait=not args.no_wait)
     except KeyboardInterrupt:
         cancel.set()
         raise

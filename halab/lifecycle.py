@@ -290,9 +290,15 @@ def wait_ready(cfg: LabConfig, clock: _Clock, stall_s: float | None = None,
     logs = {name: _console_log(cfg, name) for name in pending}
     sizes = {name: _log_size(path) for name, path in logs.items()}
     last_progress = start
+    restarts: dict[str, int] = {}
+    last_state_check = 0.0
     try:
         while pending:
             now = time.monotonic()
+            if now - last_state_check >= STATE_CHECK_S:
+                last_state_check = now
+                if _restart_stopped(cfg, clock, list(pending), restarts, doing):
+                    last_progress = time.monotonic()
             for name in pending:
                 size = _log_size(logs[name])
                 if size is not None and size != sizes[name]:
@@ -359,6 +365,52 @@ def wait_ready(cfg: LabConfig, clock: _Clock, stall_s: float | None = None,
     return ready
 
 
+# How often the wait asks libvirt whether a waiting node still runs, and how many times it starts
+# one that stopped (a guest that panics at every boot) before giving up.
+STATE_CHECK_S = 10.0
+MAX_RESTARTS = 3
+
+
+def _restart_stopped(cfg: LabConfig, clock: _Clock, names: list[str], restarts: dict[str, int],
+                     doing: dict[str, str]) -> bool:
+    """Start, as `heal` would, every waiting node that is shut off or crashed (a guest that powered
+    itself off, a QEMU that died, a panic with no reboot), saying so. Returns whether it started one."""
+    import libvirt
+
+    from halab.virt import DomainState, LabVirt, state_of
+
+    started = False
+    with LabVirt(cfg) as virt:
+        doms = virt.domains()
+        for name in names:
+            dom = doms.get(name)
+            if dom is None:
+                raise HalabError(f"{name}: its domain {cfg.domain_name(name)!r} is gone while waiting for "
+                                 "it; `./lab.py heal` recreates it")
+            try:
+                state = state_of(dom)
+            except libvirt.libvirtError:
+                continue
+            if state not in (DomainState.SHUT_OFF, DomainState.CRASHED, DomainState.SAVED):
+                continue
+            restarts[name] = restarts.get(name, 0) + 1
+            if restarts[name] > MAX_RESTARTS:
+                raise HalabError(f"{name}: {state} again after {MAX_RESTARTS} starts while waiting for it; "
+                                 f"its console log ({_console_log(cfg, name)}) says why")
+            clock.say(f"{name}: {state} while booting; starting it as heal would "
+                      f"(start {restarts[name]}/{MAX_RESTARTS})", node=name)
+            try:
+                if state == DomainState.CRASHED:
+                    dom.destroy()
+                dom.create()
+            except libvirt.libvirtError as exc:
+                raise HalabError(f"{name}: {state} and cannot be started: "
+                                 f"{(exc.get_error_message() or str(exc)).strip()}") from None
+            doing[name] = f"started again after being {state}"
+            started = True
+    return started
+
+
 def _cloud_init_errors(result_json: str) -> list[str]:
     """Errors from cloud-init's /run/cloud-init/result.json (written when its last stage ends)."""
     text = result_json.strip()
@@ -399,10 +451,11 @@ def node_statuses(cfg: LabConfig, check_ssh: bool = True) -> list[NodeStatus]:
 
 
 def up(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None,
-       checkpoint: bool | None = None) -> UpResult:
+       checkpoint: bool | None = None, wait: bool = True) -> UpResult:
     """Build or converge the lab. Re-running on a healthy lab changes nothing. A stopped lab comes
     back from disk first; a lab ready for the first time (for this definition) gets its `ready`
-    checkpoint unless ``checkpoint`` (default: lab.yaml's) says not to."""
+    checkpoint unless ``checkpoint`` (default: lab.yaml's) says not to. ``wait=False`` stops after
+    `terraform apply` (every node started, none waited for, no checkpoint)."""
     from halab import checkpoint as warm
 
     clock = _Clock(progress)
@@ -414,10 +467,14 @@ def up(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None,
                 clock.say(f"{len(started.nodes)} node(s) back from disk in {started.seconds['total']:.1f}s")
         tf = _terraform_client(cfg)
         clock.phase("terraform", "terraform init (offline, halab's provider from the local mirror)…")
+        from halab.virt import refuse_foreign_domains
+
+        refuse_foreign_domains(cfg)
         _repair_terraform(cfg, clock)
         on_event = _tf_progress(clock)
         tf.init(on_event=None, cancel=cancel)
-        waves = boot_waves(cfg, accel, already_running=_running_nodes(cfg))
+        waves = boot_waves(cfg, accel, already_running=_running_nodes(cfg)) if wait else [
+            [n.name for n in cfg.nodes()]]
         changes = 0
         for i, wave in enumerate(waves):
             later = [n for w in waves[i + 1:] for n in w]
@@ -431,13 +488,17 @@ def up(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None,
             clear_imports(state_paths(cfg)["terraform"])
             summary = result.summary
             changes += (summary.add + summary.change + summary.remove) if summary else 0
-            if len(waves) == 1:
+            if not wait:
+                clock.say("nodes started; not waiting for them (--no-wait)")
+            elif len(waves) == 1:
                 clock.phase("boot", "waiting for every node: SSH with verified host key, then cloud-init…")
+                wait_ready(cfg, clock, only=wave)
             else:
                 clock.phase(f"boot wave {i + 1}", f"wave {i + 1}/{len(waves)} ({', '.join(wave)}): SSH "
                             "with verified host key, then cloud-init…")
-            wait_ready(cfg, clock, only=[n for w in waves[: i + 1] for n in w])
-        if (cfg.checkpoint if checkpoint is None else checkpoint) and not warm.ready_checkpoint_valid(cfg):
+                wait_ready(cfg, clock, only=[n for w in waves[: i + 1] for n in w])
+        take = cfg.checkpoint if checkpoint is None else checkpoint
+        if wait and take and not warm.ready_checkpoint_valid(cfg):
             clock.phase("checkpoint", f"checkpoint {warm.READY!r}: one cut of the whole lab to return to…")
             info = warm.save_checkpoint(cfg, warm.READY, locked=True,
                                         progress=lambda st: clock.say(st.message, node=st.node))
@@ -646,6 +707,9 @@ def plan(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None):
     with _lock(cfg):
         tf = _terraform_client(cfg)
         clock.phase("plan", "terraform plan (refreshing real state from libvirt)…")
+        from halab.virt import refuse_foreign_domains
+
+        refuse_foreign_domains(cfg)
         _repair_terraform(cfg, clock)
         result = tf.plan(on_event=_tf_progress(clock), cancel=cancel)
         clock.finish()

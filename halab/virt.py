@@ -377,3 +377,35 @@ def _sweep_files(pool_path: str, prefix: str, out: Sweep) -> None:
             pass
         except OSError as exc:
             out.left.append((f"file {path} ({exc.strerror})", f"rm {path}"))
+
+
+class ForeignDomain(HalabError):
+    """A domain with one of the lab's names exists but is not the lab's: halab never touches it."""
+
+
+def foreign_domains(cfg: LabConfig, conn: libvirt.virConnect | None = None) -> list[str]:
+    """One sentence per domain that has a node's name but not this lab's ownership tag."""
+    out: list[str] = []
+    with LabVirt(cfg, conn) as virt:
+        ours = set(virt.domains())
+        for n in cfg.nodes():
+            if n.name in ours:
+                continue
+            name = cfg.domain_name(n)
+            try:
+                dom = virt.conn.lookupByName(name)
+            except libvirt.libvirtError:
+                continue
+            own = read_ownership(dom)
+            whose = "carries no halab ownership tag" if own is None else f"belongs to lab {own.lab!r}"
+            out.append(f"domain {name!r} exists and is not lab {cfg.name!r}'s (it {whose}); halab will not "
+                       f"touch it — rename or remove it (virsh -c {cfg.libvirt_uri} destroy {name}; "
+                       f"virsh -c {cfg.libvirt_uri} undefine {name})")
+    return out
+
+
+def refuse_foreign_domains(cfg: LabConfig, conn: libvirt.virConnect | None = None) -> None:
+    """ForeignDomain naming each same-named domain that is not the lab's (before Terraform runs)."""
+    found = foreign_domains(cfg, conn)
+    if found:
+        raise ForeignDomain("; ".join(found) if len(found) == 1 else "\n".join(f"  {f}" for f in found))

@@ -77,3 +77,42 @@ def test_down_without_state_sweeps_leftovers(conn, tmp_path, monkeypatch) -> Non
     assert not (tmp_path / "state" / "swp").exists()  # checkpoints went with it
     assert _lab_objects(conn) == []
     assert any("removed what Terraform did not know" in ln for ln in lines)
+
+
+def test_a_same_named_domain_that_is_not_the_labs_is_refused_never_imported(conn) -> None:
+    from halab.virt import ForeignDomain, foreign_domains, refuse_foreign_domains
+
+    nodes = CFG.nodes()
+    conn.defineXML(_dom_xml(CFG.domain_name(nodes[0]), None))
+    conn.defineXML(_dom_xml(CFG.domain_name(nodes[1]), ownership_xml("other", nodes[1].name, "api")))
+    found = foreign_domains(CFG, conn)
+    assert len(found) == 2
+    assert "carries no halab ownership tag" in found[0] and "belongs to lab 'other'" in found[1]
+    for line in found:
+        assert "is not lab 'swp'" in line and "halab will not touch it" in line
+        assert "rename or remove it" in line and "import" not in line
+    with pytest.raises(ForeignDomain):
+        refuse_foreign_domains(CFG, conn)
+
+
+def test_the_wait_for_nodes_starts_a_node_that_is_shut_off(conn) -> None:
+    """`up`'s wait notices a node that is shut off, says so, and starts it (at most MAX_RESTARTS times)."""
+    from halab import lifecycle
+    from halab.errors import HalabError
+
+    cfg = parse_config("name: swp\nlibvirt_uri: test:///default\n", "lab.yaml", host_mem_mib=1 << 20)
+    n = cfg.nodes()[0]
+    dom = conn.defineXML(_dom_xml(cfg.domain_name(n), ownership_xml(cfg.name, n.name, n.role)))
+    lines: list[str] = []
+    clock = lifecycle._Clock(lambda p: lines.append(p.message))
+    restarts: dict[str, int] = {}
+    doing = {n.name: "booting"}
+    assert lifecycle._restart_stopped(cfg, clock, [n.name], restarts, doing) is True
+    assert dom.isActive() and any("shut off while booting; starting it as heal would" in ln for ln in lines)
+    assert lifecycle._restart_stopped(cfg, clock, [n.name], restarts, doing) is False  # running: left alone
+    for _ in range(lifecycle.MAX_RESTARTS - 1):
+        dom.destroy()
+        lifecycle._restart_stopped(cfg, clock, [n.name], restarts, doing)
+    dom.destroy()
+    with pytest.raises(HalabError, match="again after 3 starts"):
+        lifecycle._restart_stopped(cfg, clock, [n.name], restarts, doing)
