@@ -116,9 +116,13 @@ def _status(args: argparse.Namespace) -> int:
     stopped = bool(nodes) and all(n.state == "saved" for n in nodes)
     if not args.no_ssh and not stopped:
         from halab.runtime import open_live_lab, role_health
+        from halab.ssh import HostKeyMismatch
 
-        with open_live_lab(cfg) as live:
-            roles = role_health(live)
+        try:
+            with open_live_lab(cfg) as live:
+                roles = role_health(live)
+        except HostKeyMismatch as exc:  # said per node above; role health needs trusted nodes
+            roles = {"error": str(exc)}
     if args.json:
         print_json({"lab": cfg.name, "up": True, "stopped": stopped, "vip": cfg.vip,
                     "nodes": [n.__dict__ for n in nodes], "roles": roles})
@@ -126,9 +130,15 @@ def _status(args: argparse.Namespace) -> int:
     print(f"lab {cfg.name}  VIP {cfg.vip}" + ("  STOPPED (saved to disk; ./lab.py start brings it back)"
                                             if stopped else ""))
     for n in nodes:
-        reach = {True: "reachable", False: "unreachable", None: "-"}[n.reachable]
+        reach = n.ssh if n.ssh == lifecycle.HOST_KEY_MISMATCH else (
+            {True: "reachable", False: "unreachable", None: "-"}[n.reachable])
         print(f"  {n.name:<10} {n.role:<8} {n.ip:<15} {n.state:<9} {reach}")
-    if roles is not None:
+    if any(n.ssh == lifecycle.HOST_KEY_MISMATCH for n in nodes):
+        print("host key mismatch: the node presented a host key halab did not give it (possible man in "
+              "the middle); halab will not talk to it. `./lab.py rebuild NODE` if it was replaced on purpose")
+    if roles is not None and "error" in roles:
+        print(f"roles: not checked ({roles['error']})")
+    elif roles is not None:
         _print_roles(roles)
     return 0
 

@@ -50,6 +50,9 @@ class NodeStatus:
     domain: str
     state: str
     reachable: bool | None = None
+    # What SSH says: "ok", "unreachable", "host key mismatch" (the node presented a key halab did
+    # not give it: possible man in the middle, never "unreachable"), or "-" (not checked / not running).
+    ssh: str = "-"
 
 
 @dataclass
@@ -424,6 +427,23 @@ def _cloud_init_errors(result_json: str) -> list[str]:
     return [str(e) for e in errors] or ["cloud-init finished but the halab ready marker is missing"]
 
 
+def ssh_state(ssh, ip: str) -> tuple[bool, str]:
+    """(reachable, state) of one node over SSH: a wrong host key is its own state."""
+    from halab.ssh import HostKeyMismatch
+
+    try:
+        ssh.connect_timeout = 2.0
+        ok = ssh.run(ip, "true", timeout=5).rc == 0
+    except HostKeyMismatch:
+        return False, HOST_KEY_MISMATCH
+    except HalabError:
+        return False, "unreachable"
+    return ok, "ok" if ok else "unreachable"
+
+
+HOST_KEY_MISMATCH = "host key mismatch"
+
+
 def node_statuses(cfg: LabConfig, check_ssh: bool = True) -> list[NodeStatus]:
     from halab.virt import LabVirt
 
@@ -433,14 +453,10 @@ def node_statuses(cfg: LabConfig, check_ssh: bool = True) -> list[NodeStatus]:
     ssh = lab_ssh(cfg) if check_ssh else None
     try:
         for n in cfg.nodes():
-            reachable = None
+            reachable, how = None, "-"
             if ssh is not None and states[n.name] == "running":
-                try:
-                    ssh.connect_timeout = 2.0
-                    reachable = ssh.run(n.ip, "true", timeout=5).rc == 0
-                except HalabError:
-                    reachable = False
-            out.append(NodeStatus(n.name, n.role, n.ip, cfg.domain_name(n), states[n.name], reachable))
+                reachable, how = ssh_state(ssh, n.ip)
+            out.append(NodeStatus(n.name, n.role, n.ip, cfg.domain_name(n), states[n.name], reachable, how))
     finally:
         if ssh is not None:
             ssh.close()
