@@ -45,11 +45,11 @@ step "enable rabbitmq-server" halab_enable rabbitmq-server.service
 step "start rabbitmq-server" systemctl start --no-block rabbitmq-server.service
 # Poll the AMQP port (cheap) rather than rabbitmqctl, whose Erlang VM competes with the booting
 # server for the one vCPU; then a login as the lab user confirms the node is fully up.
-step "wait for the AMQP port" wait_for 300 tcp_open 127.0.0.1 5672
-step "log in as {{mq_user}}" wait_for 120 amqp_login 127.0.0.1
+step "wait for the AMQP port" wait_for 30 tcp_open 127.0.0.1 5672
+step "log in as {{mq_user}}" wait_for 12 amqp_login 127.0.0.1
 if [ "$SELF" != "$FIRST" ]; then
-    step "wait for rabbitmq" rabbitmqctl -q await_startup --timeout 120
-    step "wait for $FIRST" wait_for 900 first_up
+    step "wait for rabbitmq" rabbitmqctl -q await_startup --timeout $((12 * HALAB_TIMEOUT_SCALE))
+    step "wait for $FIRST" wait_for 90 first_up
     step "join $FIRST" join_first
     # Quorum queues declared while this node was away get a replica here too.
     step "grow quorum queues onto $SELF" grow_queues
