@@ -26,6 +26,12 @@ def register(sub) -> None:
     p.set_defaults(func=_plan)
     p = sub.add_parser("heal", help="repair drift (terraform apply) and wait until every node is ready")
     p.set_defaults(func=_heal)
+    p = sub.add_parser("rebuild", help="replace one node (fresh disk and boot); the other nodes are kept",
+                       description="Destroy and create again one node's domain, disk and seed, then wait "
+                       "until it is ready. For a node whose role setup keeps failing, or that was "
+                       "replaced on purpose.")
+    p.add_argument("node", help="the node, e.g. mq-1")
+    p.set_defaults(func=_rebuild)
     p = sub.add_parser("status", help="the VIP and each node: role, IP, libvirt state, reachable")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--no-ssh", action="store_true", help="skip the SSH reachability check")
@@ -78,6 +84,12 @@ def _up(args: argparse.Namespace) -> int:
 def _heal(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     _summary(_run_interruptible(lifecycle.heal, cfg))
+    return 0
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    cfg = config_from(args)
+    _summary(_run_interruptible(lifecycle.rebuild, cfg, args.node))
     return 0
 
 

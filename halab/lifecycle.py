@@ -294,6 +294,7 @@ def wait_ready(cfg: LabConfig, clock: _Clock, stall_s: float | None = None,
     sizes = {name: _log_size(path) for name, path in logs.items()}
     last_progress = start
     restarts: dict[str, int] = {}
+    reruns: dict[str, int] = {}
     last_state_check = 0.0
     try:
         while pending:
@@ -342,11 +343,22 @@ def wait_ready(cfg: LabConfig, clock: _Clock, stall_s: float | None = None,
                     last_progress = time.monotonic()
                     continue
                 if "HALAB-FAILED" in res.stdout:
-                    failed = res.stdout.removeprefix("NOT-READY").split("HALAB-FAILED")[0]
-                    raise HalabError(
-                        f"{name}: role setup failed: {' '.join(failed.split())} (see "
-                        f"/var/log/cloud-init-output.log on {name})"
-                    )
+                    failed = " ".join(res.stdout.removeprefix("NOT-READY").split("HALAB-FAILED")[0].split())
+                    reruns[name] = reruns.get(name, 0) + 1
+                    if reruns[name] > SETUP_RERUNS:
+                        raise HalabError(
+                            f"{name}: role setup failed {reruns[name]} times, last: {failed} (see "
+                            f"/var/log/cloud-init-output.log on {name}; `./lab.py rebuild {name}` "
+                            "replaces the node)"
+                        )
+                    # A step that timed out while the host was busy (another node booting) passes
+                    # later; every setup step is idempotent, so run the whole setup again.
+                    clock.say(f"{name}: role setup failed ({failed}); running it again "
+                              f"({reruns[name]}/{SETUP_RERUNS})", node=name)
+                    ssh.run(node.ip, RERUN_SETUP, timeout=30)
+                    doing[name] = "role setup: running again"
+                    last_progress = time.monotonic()
+                    continue
                 body, step = res.stdout.removeprefix("NOT-READY"), ""
                 if "HALAB-STEP" in body:  # the role setup's last `step` (cloud-init-output.log)
                     step_line, _, body = body.partition("HALAB-STEP")[2].partition("\n")
@@ -354,7 +366,7 @@ def wait_ready(cfg: LabConfig, clock: _Clock, stall_s: float | None = None,
                 if step and doing[name] != f"role setup: {step}":
                     doing[name] = f"role setup: {step}"
                     last_progress = time.monotonic()
-                errors = _cloud_init_errors(body)
+                errors = _cloud_init_errors(body) if name not in reruns else []  # the failed run's
                 if errors:
                     raise HalabError(
                         f"{name}: cloud-init finished with errors and the node is not ready: "
@@ -367,6 +379,12 @@ def wait_ready(cfg: LabConfig, clock: _Clock, stall_s: float | None = None,
         ssh.close()
     return ready
 
+
+# A failed role setup is run again this many times (detached, its output where cloud-init's went)
+# before the wait gives up on the node.
+SETUP_RERUNS = 2
+RERUN_SETUP = ("rm -f /var/lib/halab/failed; setsid nohup /usr/local/lib/halab/setup.sh "
+               ">>/var/log/cloud-init-output.log 2>&1 </dev/null &")
 
 # How often the wait asks libvirt whether a waiting node still runs, and how many times it starts
 # one that stopped (a guest that panics at every boot) before giving up.
@@ -737,3 +755,42 @@ def heal(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None) 
     if not lab_exists(cfg):
         raise LabNotUp(f"lab {cfg.name!r} is not up; run ./lab.py up")
     return up(cfg, progress, cancel)
+
+
+def node_addresses(node: str) -> list[str]:
+    """The Terraform resources one node is made of: its domain, disk overlay and seed."""
+    mod = f'module.node["{node}"]'
+    return [f"{mod}.libvirt_domain.node", f"{mod}.libvirt_volume.disk", f"{mod}.libvirt_cloudinit_disk.seed"]
+
+
+def rebuild(cfg: LabConfig, node: str, progress: ProgressCallback | None = None, cancel=None) -> UpResult:
+    """Replace one node (domain, disk, seed: a fresh boot from the base image with the same name,
+    address and host key) and keep every other node as it is; then wait until it is ready."""
+    from halab.errors import ConfigError, UsageError
+    from halab.virt import refuse_foreign_domains
+
+    try:
+        cfg.node(node)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if not lab_exists(cfg):
+        raise LabNotUp(f"lab {cfg.name!r} is not up; run ./lab.py up")
+    clock = _Clock(progress)
+    with _lock(cfg):
+        accel = prepare(cfg, clock)
+        tf = _terraform_client(cfg)
+        clock.phase("terraform", f"terraform apply, replacing {node} (the other nodes are kept)…")
+        refuse_foreign_domains(cfg)
+        _repair_terraform(cfg, clock)
+        tf.init(cancel=cancel)
+        _set_running(cfg, stopped=[])
+        result = tf.apply(on_event=_tf_progress(clock), cancel=cancel, replace=node_addresses(node))
+        from halab.terraform import clear_imports
+
+        clear_imports(state_paths(cfg)["terraform"])
+        summary = result.summary
+        changes = (summary.add + summary.change + summary.remove) if summary else 0
+        clock.phase("boot", f"waiting for {node}: SSH with verified host key, then cloud-init…")
+        wait_ready(cfg, clock, only=[node])
+        phases = clock.finish()
+    return UpResult(cfg.name, cfg.vip, accel, node_statuses(cfg, check_ssh=False), phases, changes)

@@ -555,7 +555,10 @@ class TerraformClient:
         cancel: threading.Event | None = None,
         *,
         plan_file: Path | None = None,
+        replace: Iterable[str] = (),
     ) -> RunResult:
+        """``terraform apply``; ``replace`` lists addresses to destroy and create again
+        (``-replace=ADDR``), e.g. one node's domain, disk and seed."""
         opts: dict[str, Any] = {
             "json": IsFlagged,
             "input": False,
@@ -566,7 +569,10 @@ class TerraformClient:
         if plan_file is None:
             opts["auto_approve"] = IsFlagged
         args = [str(plan_file)] if plan_file is not None else []
-        return self._run("apply", _argv(self._tf, "apply", *args, **opts), on_event, cancel)
+        argv = _argv(self._tf, "apply", *args, **opts)
+        extra = [f"-replace={addr}" for addr in replace]
+        argv = argv[:-len(args)] + extra + argv[-len(args):] if args else argv + extra
+        return self._run("apply", argv, on_event, cancel)
 
     def destroy(
         self, on_event: EventCallback | None = None, cancel: threading.Event | None = None

@@ -173,3 +173,25 @@ def test_damaged_state_restored_from_terraforms_backup(tmp_path: Path, mirror, d
     assert "restored Terraform's backup" in repair.message
     assert not client.plan().has_changes
     client.destroy()
+
+
+def test_rebuild_replaces_one_node_and_keeps_the_rest(tmp_path: Path, mirror, dev: DevProvider) -> None:
+    """`./lab.py rebuild api-1` is an apply with -replace for the node's domain, disk and seed."""
+    from halab.lifecycle import node_addresses
+
+    wd = prepare_workdir(tmp_path / "wd", sample_tfvars(tmp_path, lab="tfrebuild"))
+    client = TerraformClient(wd, mirror=mirror)
+    client.init()
+    client.extra_env.update(dev.env)
+    client.apply()
+    before = dict(_ids(client))
+    seen = []
+    res = client.apply(on_event=seen.append, replace=node_addresses("api-1"))
+    assert res.summary is not None and (res.summary.add, res.summary.remove) == (3, 3)
+    after = dict(_ids(client))
+    changed = {a for a in before if before[a] != after[a]}
+    assert changed <= set(node_addresses("api-1"))
+    assert before['module.node["haproxy-1"].libvirt_domain.node'] == after[
+        'module.node["haproxy-1"].libvirt_domain.node']
+    assert not client.plan().has_changes
+    client.destroy()
