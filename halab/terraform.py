@@ -668,7 +668,8 @@ def prepare_workdir(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     for old in workdir.glob("*.tf"):
-        old.unlink()
+        if old.name != IMPORTS_FILE:  # pending imports of a lost state stay until an apply takes them
+            old.unlink()
     for tf_file in source.glob("*.tf"):
         shutil.copy2(tf_file, workdir / tf_file.name)
     if (workdir / "modules").exists():
