@@ -9,6 +9,7 @@ import time
 
 from cli.common import check_output_files, config_from, number_in, print_json
 from halab import fault_kinds
+from halab.atomic import write_atomic
 from halab.config import MAX_RATE, MIN_RATE
 from halab.errors import UsageError
 from halab.runtime import open_live_lab
@@ -176,8 +177,7 @@ def _measure(args: argparse.Namespace) -> int:
             live.timeline.write_jsonl(args.timeline)
     print(result.summary)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result.to_dict(), fh, indent=2)
+        write_atomic(args.json, json.dumps(result.to_dict(), indent=2) + "\n", 0o644)
     else:
         print_json(result.to_dict())
     return 0

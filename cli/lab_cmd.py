@@ -16,6 +16,8 @@ def register(sub) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the summary (nodes, phases) as JSON")
     p.add_argument("--no-checkpoint", action="store_true",
                    help="do not take the `ready` checkpoint when the lab is first ready")
+    p.add_argument("--no-wait", action="store_true",
+                   help="stop after terraform apply: nodes started, not waited for (no checkpoint)")
     p.set_defaults(func=_up)
     p = sub.add_parser("down", help="destroy everything the lab owns (idempotent)",
                        description="Destroy the lab's domains, volumes, seeds, network, pool and state.")
@@ -24,6 +26,12 @@ def register(sub) -> None:
     p.set_defaults(func=_plan)
     p = sub.add_parser("heal", help="repair drift (terraform apply) and wait until every node is ready")
     p.set_defaults(func=_heal)
+    p = sub.add_parser("rebuild", help="replace one node (fresh disk and boot); the other nodes are kept",
+                       description="Destroy and create again one node's domain, disk and seed, then wait "
+                       "until it is ready. For a node whose role setup keeps failing, or that was "
+                       "replaced on purpose.")
+    p.add_argument("node", help="the node, e.g. mq-1")
+    p.set_defaults(func=_rebuild)
     p = sub.add_parser("status", help="the VIP and each node: role, IP, libvirt state, reachable")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--no-ssh", action="store_true", help="skip the SSH reachability check")
@@ -59,7 +67,7 @@ def _up(args: argparse.Namespace) -> int:
     cancel = threading.Event()
     try:
         res = lifecycle.up(cfg, progress=_printer, cancel=cancel,
-                           checkpoint=False if args.no_checkpoint else None)
+                           checkpoint=False if args.no_checkpoint else None, wait=not args.no_wait)
     except KeyboardInterrupt:
         cancel.set()
         raise
@@ -67,14 +75,21 @@ def _up(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        with open(args.json, "w") as fh:
-            json.dump(res.to_dict(), fh, indent=2)
+        from halab.atomic import write_atomic
+
+        write_atomic(args.json, json.dumps(res.to_dict(), indent=2) + "\n", 0o644)
     return 0
 
 
 def _heal(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     _summary(_run_interruptible(lifecycle.heal, cfg))
+    return 0
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    cfg = config_from(args)
+    _summary(_run_interruptible(lifecycle.rebuild, cfg, args.node))
     return 0
 
 
@@ -113,9 +128,13 @@ def _status(args: argparse.Namespace) -> int:
     stopped = bool(nodes) and all(n.state == "saved" for n in nodes)
     if not args.no_ssh and not stopped:
         from halab.runtime import open_live_lab, role_health
+        from halab.ssh import HostKeyMismatch
 
-        with open_live_lab(cfg) as live:
-            roles = role_health(live)
+        try:
+            with open_live_lab(cfg) as live:
+                roles = role_health(live)
+        except HostKeyMismatch as exc:  # said per node above; role health needs trusted nodes
+            roles = {"error": str(exc)}
     if args.json:
         print_json({"lab": cfg.name, "up": True, "stopped": stopped, "vip": cfg.vip,
                     "nodes": [n.__dict__ for n in nodes], "roles": roles})
@@ -123,9 +142,15 @@ def _status(args: argparse.Namespace) -> int:
     print(f"lab {cfg.name}  VIP {cfg.vip}" + ("  STOPPED (saved to disk; ./lab.py start brings it back)"
                                             if stopped else ""))
     for n in nodes:
-        reach = {True: "reachable", False: "unreachable", None: "-"}[n.reachable]
+        reach = n.ssh if n.ssh == lifecycle.HOST_KEY_MISMATCH else (
+            {True: "reachable", False: "unreachable", None: "-"}[n.reachable])
         print(f"  {n.name:<10} {n.role:<8} {n.ip:<15} {n.state:<9} {reach}")
-    if roles is not None:
+    if any(n.ssh == lifecycle.HOST_KEY_MISMATCH for n in nodes):
+        print("host key mismatch: the node presented a host key halab did not give it (possible man in "
+              "the middle); halab will not talk to it. `./lab.py rebuild NODE` if it was replaced on purpose")
+    if roles is not None and "error" in roles:
+        print(f"roles: not checked ({roles['error']})")
+    elif roles is not None:
         _print_roles(roles)
     return 0
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from cli.common import check_output_files, config_from, number_in, print_json
+from halab.atomic import write_atomic
 from halab.config import MAX_RATE, MIN_RATE, PROFILES
 
 
@@ -205,5 +206,5 @@ def _bench(args: argparse.Namespace) -> int:
                      failover=not args.no_failover)
     print_json(data)
     if args.json:
-        Path(args.json).write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+        write_atomic(args.json, json.dumps(data, indent=2, default=str) + "\n", 0o644)
     return 0 if not data.get("problems") else 1

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from halab.atomic import write_atomic
 from halab.errors import HalabError
 from halab.paths import cache_dir
 
@@ -169,7 +170,7 @@ def fetch_probe_kernel(dest_dir: Path | None = None, progress: Progress | None =
         partial = dest_dir / "vmlinuz.partial"
         shutil.copyfile(kernels[0], partial)
         partial.replace(target)  # atomic: a crash never leaves half a kernel behind
-        (dest_dir / "release").write_text(kernels[0].name.removeprefix("vmlinuz-") + "\n")
+        write_atomic(dest_dir / "release", kernels[0].name.removeprefix("vmlinuz-") + "\n", 0o644)
     return target
 
 
@@ -278,9 +279,7 @@ def store_verdict(verdict: KvmVerdict, key: dict[str, str]) -> None:
     facts = _read_facts()
     facts["kvm"] = {"key": key, "verdict": verdict.to_dict(), "probed_at": time.time()}
     path = _facts_path()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(facts, indent=2) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(facts, indent=2) + "\n", 0o644)
 
 
 def kvm_verdict(refresh: bool = False, progress: Progress | None = None,

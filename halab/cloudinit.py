@@ -138,6 +138,23 @@ def vrrp_router_id(cfg: LabConfig) -> int:
     return int(hashlib.sha256(f"vrrp/{cfg.name}".encode()).hexdigest(), 16) % 254 + 1
 
 
+# Role setup timeouts (cloud-init/*/setup.sh) are written in KVM seconds; a TCG guest emulates
+# every instruction, 10-20x slower, and on a busy host slower still: its limits are this many times.
+TIMEOUT_SCALE = {"kvm": 1, "tcg": 15}
+
+
+def timeout_scale(cfg: LabConfig) -> int:
+    """The factor for this lab's accelerator: lab.yaml's choice, else the host's cached KVM verdict
+    (`up` resolves it before rendering seeds), else TCG's (the safe side)."""
+    accel = cfg.accel if cfg.accel in TIMEOUT_SCALE else None
+    if accel is None:
+        from halab.accel import cached_verdict
+
+        verdict = cached_verdict()
+        accel = verdict.accel if verdict is not None else "tcg"
+    return TIMEOUT_SCALE.get(accel, TIMEOUT_SCALE["tcg"])
+
+
 def node_variables(cfg: LabConfig, node: Node, secrets: LabSecrets) -> dict[str, str]:
     nodes = cfg.nodes()
     by_role = {r: [n for n in nodes if n.role == r] for r in ("haproxy", "api", "db", "mq")}
@@ -147,6 +164,7 @@ def node_variables(cfg: LabConfig, node: Node, secrets: LabSecrets) -> dict[str,
     return {
         "lab": cfg.name,
         "profile": cfg.profile,
+        "timeout_scale": str(timeout_scale(cfg)),
         "node_name": node.name,
         "node_ip": node.ip,
         "role": node.role,

@@ -27,9 +27,11 @@ from typing import Any
 import libvirt
 
 from halab import fault_kinds
+from halab.atomic import write_atomic
 from halab.boot_priority import BootPriority
 from halab.config import LabConfig
 from halab.errors import ConfigError, HalabError, UsageError
+from halab.lock import LabLock
 from halab.paths import lab_state_dir
 from halab.virt import DomainState, LabVirt, interfaces_of, state_of
 
@@ -143,10 +145,7 @@ class FaultStore:
         return out
 
     def _write(self, faults: list[ActiveFault]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"active": [f.to_dict() for f in faults]}, indent=2), encoding="utf-8")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps({"active": [f.to_dict() for f in faults]}, indent=2) + "\n")
 
     def load(self) -> list[ActiveFault]:
         with self._locked():
@@ -174,6 +173,19 @@ class FaultStore:
             return gone
 
 
+def _changes_nodes(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A fault method changes the lab's nodes: it holds the lab lock (re-entrant in one process, so
+    a scenario that holds it can run faults), and refuses while another run changes the lab."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(self: Faults, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            return fn(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Faults:
     """Fault injection for one lab. ``on_event`` receives a FaultEvent for each action done."""
 
@@ -194,6 +206,8 @@ class Faults:
         self.ssh = ssh
         self.host_run = host_run
         self.store = FaultStore((state_dir or lab_state_dir(cfg.name)) / "faults.json")
+        # The lab lock: a fault waits for no one, it refuses while up/heal/down/reset change the lab.
+        self.lock = LabLock(state_dir or lab_state_dir(cfg.name), cfg.name)
         self.on_event = on_event
         self.clock = clock
         # A warm revive steps the node's clock over SSH: "lab" = the lab's own SSH, None = do not.
@@ -238,6 +252,7 @@ class Faults:
         return self.apply(UNDO[action], node, **keep)
 
     # ---- power -------------------------------------------------------------------------------
+    @_changes_nodes
     def kill(self, node: str) -> FaultEvent:
         dom = self._dom(node)
         st = state_of(dom)
@@ -281,6 +296,7 @@ class Faults:
             return "warm"
         return "warm" if warm else "cold"
 
+    @_changes_nodes
     def revive(self, node: str, warm: bool | None = None, checkpoint: str = "ready") -> FaultEvent:
         dom = self._dom(node)
         st = state_of(dom)
@@ -324,6 +340,7 @@ class Faults:
             return self._emit("revive", node, at, detail, revive=kind)
         return self._emit("revive", node, at, detail)
 
+    @_changes_nodes
     def pause(self, node: str) -> FaultEvent:
         dom = self._dom(node)
         st = state_of(dom)
@@ -334,6 +351,7 @@ class Faults:
         self.store.add(ActiveFault("pause", node, at))
         return self._emit("pause", node, at, "frozen (libvirt suspend)")
 
+    @_changes_nodes
     def resume(self, node: str) -> FaultEvent:
         dom = self._dom(node)
         st = state_of(dom)
@@ -345,6 +363,7 @@ class Faults:
         self.store.remove("pause", node)
         return self._emit("resume", node, at)
 
+    @_changes_nodes
     def reboot(self, node: str, hard: bool = True) -> FaultEvent:
         """Hard reset (like the reset button) by default; ``hard=False`` asks the guest (ACPI)."""
         dom = self._dom(node)
@@ -382,12 +401,14 @@ class Faults:
             raise UsageError(f"{node} has no network interface")
         return macs
 
+    @_changes_nodes
     def netcut(self, node: str) -> FaultEvent:
         at = self.clock()
         macs = self._set_links(node, "down")
         self.store.add(ActiveFault("netcut", node, at, {"macs": macs}))
         return self._emit("netcut", node, at, "link down", macs=macs)
 
+    @_changes_nodes
     def netrestore(self, node: str) -> FaultEvent:
         at = self.clock()
         macs = self._set_links(node, "up")
@@ -401,6 +422,7 @@ class Faults:
             raise UsageError(f"{node} has no host-side interface (is it running?)")
         return devs[0]
 
+    @_changes_nodes
     def netem(self, node: str, delay_ms: float = 0.0, jitter_ms: float = 0.0, loss_pct: float = 0.0
               ) -> FaultEvent:
         """Latency / loss on traffic the host sends to the node (egress of its host-side tap)."""
@@ -429,6 +451,7 @@ class Faults:
                                        f"loss {loss_pct:g} %" if loss_pct else "") if p)
         return self._emit("netem", node, at, f"{detail} on {dev}", **params)
 
+    @_changes_nodes
     def netem_clear(self, node: str) -> FaultEvent:
         recorded = self.store.remove("netem", node)
         try:
@@ -465,6 +488,7 @@ class Faults:
             raise HalabError(f"{verb}-service {node}: `systemctl {verb} {service}` failed (rc {rc}): "
                              f"{err.strip()}")
 
+    @_changes_nodes
     def stop_service(self, node: str, service: str | None = None) -> FaultEvent:
         svc = self._service(node, service)
         at = self.clock()
@@ -472,6 +496,7 @@ class Faults:
         self.store.add(ActiveFault("stop-service", node, at, {"service": svc}))
         return self._emit("stop-service", node, at, svc, service=svc)
 
+    @_changes_nodes
     def start_service(self, node: str, service: str | None = None) -> FaultEvent:
         svc = self._service(node, service)
         at = self.clock()
@@ -480,6 +505,7 @@ class Faults:
         return self._emit("start-service", node, at, svc, service=svc)
 
     # ---- restore -----------------------------------------------------------------------------
+    @_changes_nodes
     def restore(self) -> tuple[list[FaultEvent], list[str]]:
         """Undo every active fault (kills first, so the other undos find running domains).
         Returns (events done, problems); a fault that cannot be undone stays recorded."""

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from halab.atomic import write_atomic
 from halab.errors import HalabError
 from halab.paths import cache_dir
 
@@ -725,7 +726,7 @@ def _build_locked(progress: Callable[[ImageEvent], None] | None, idir: Path, rha
             },
             "packages": info["packages"],
         }
-        (b.out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        write_atomic(b.out / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True) + "\n", 0o644)
         shutil.copy2(b.log_path, b.out / LOG_NAME)
         _fsync_dir_files(b.out)
         final = idir / rhash

@@ -6,6 +6,7 @@ seeds, tfvars), runs it, and then waits until every node has finished cloud-init
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from halab.atomic import write_atomic
 from halab.config import LabConfig
 from halab.errors import HalabError
 from halab.lock import LabLock
@@ -48,6 +50,9 @@ class NodeStatus:
     domain: str
     state: str
     reachable: bool | None = None
+    # What SSH says: "ok", "unreachable", "host key mismatch" (the node presented a key halab did
+    # not give it: possible man in the middle, never "unreachable"), or "-" (not checked / not running).
+    ssh: str = "-"
 
 
 @dataclass
@@ -156,7 +161,7 @@ def write_inventory(cfg: LabConfig, accel: str) -> None:
         "nodes": [{"name": n.name, "role": n.role, "ip": n.ip, "mac": n.mac,
                    "domain": cfg.domain_name(n)} for n in cfg.nodes()],
     }
-    paths["inventory"].write_text(json.dumps(data, indent=2))
+    write_atomic(paths["inventory"], json.dumps(data, indent=2) + "\n")
 
 
 # ---- the pieces `up` is made of ------------------------------------------------------------------
@@ -288,9 +293,16 @@ def wait_ready(cfg: LabConfig, clock: _Clock, stall_s: float | None = None,
     logs = {name: _console_log(cfg, name) for name in pending}
     sizes = {name: _log_size(path) for name, path in logs.items()}
     last_progress = start
+    restarts: dict[str, int] = {}
+    reruns: dict[str, int] = {}
+    last_state_check = 0.0
     try:
         while pending:
             now = time.monotonic()
+            if now - last_state_check >= STATE_CHECK_S:
+                last_state_check = now
+                if _restart_stopped(cfg, clock, list(pending), restarts, doing):
+                    last_progress = time.monotonic()
             for name in pending:
                 size = _log_size(logs[name])
                 if size is not None and size != sizes[name]:
@@ -331,11 +343,22 @@ def wait_ready(cfg: LabConfig, clock: _Clock, stall_s: float | None = None,
                     last_progress = time.monotonic()
                     continue
                 if "HALAB-FAILED" in res.stdout:
-                    failed = res.stdout.removeprefix("NOT-READY").split("HALAB-FAILED")[0]
-                    raise HalabError(
-                        f"{name}: role setup failed: {' '.join(failed.split())} (see "
-                        f"/var/log/cloud-init-output.log on {name})"
-                    )
+                    failed = " ".join(res.stdout.removeprefix("NOT-READY").split("HALAB-FAILED")[0].split())
+                    reruns[name] = reruns.get(name, 0) + 1
+                    if reruns[name] > SETUP_RERUNS:
+                        raise HalabError(
+                            f"{name}: role setup failed {reruns[name]} times, last: {failed} (see "
+                            f"/var/log/cloud-init-output.log on {name}; `./lab.py rebuild {name}` "
+                            "replaces the node)"
+                        )
+                    # A step that timed out while the host was busy (another node booting) passes
+                    # later; every setup step is idempotent, so run the whole setup again.
+                    clock.say(f"{name}: role setup failed ({failed}); running it again "
+                              f"({reruns[name]}/{SETUP_RERUNS})", node=name)
+                    ssh.run(node.ip, RERUN_SETUP, timeout=30)
+                    doing[name] = "role setup: running again"
+                    last_progress = time.monotonic()
+                    continue
                 body, step = res.stdout.removeprefix("NOT-READY"), ""
                 if "HALAB-STEP" in body:  # the role setup's last `step` (cloud-init-output.log)
                     step_line, _, body = body.partition("HALAB-STEP")[2].partition("\n")
@@ -343,7 +366,7 @@ def wait_ready(cfg: LabConfig, clock: _Clock, stall_s: float | None = None,
                 if step and doing[name] != f"role setup: {step}":
                     doing[name] = f"role setup: {step}"
                     last_progress = time.monotonic()
-                errors = _cloud_init_errors(body)
+                errors = _cloud_init_errors(body) if name not in reruns else []  # the failed run's
                 if errors:
                     raise HalabError(
                         f"{name}: cloud-init finished with errors and the node is not ready: "
@@ -355,6 +378,58 @@ def wait_ready(cfg: LabConfig, clock: _Clock, stall_s: float | None = None,
     finally:
         ssh.close()
     return ready
+
+
+# A failed role setup is run again this many times (detached, its output where cloud-init's went)
+# before the wait gives up on the node.
+SETUP_RERUNS = 2
+RERUN_SETUP = ("rm -f /var/lib/halab/failed; setsid nohup /usr/local/lib/halab/setup.sh "
+               ">>/var/log/cloud-init-output.log 2>&1 </dev/null &")
+
+# How often the wait asks libvirt whether a waiting node still runs, and how many times it starts
+# one that stopped (a guest that panics at every boot) before giving up.
+STATE_CHECK_S = 10.0
+MAX_RESTARTS = 3
+
+
+def _restart_stopped(cfg: LabConfig, clock: _Clock, names: list[str], restarts: dict[str, int],
+                     doing: dict[str, str]) -> bool:
+    """Start, as `heal` would, every waiting node that is shut off or crashed (a guest that powered
+    itself off, a QEMU that died, a panic with no reboot), saying so. Returns whether it started one."""
+    import libvirt
+
+    from halab.virt import DomainState, LabVirt, state_of
+
+    started = False
+    with LabVirt(cfg) as virt:
+        doms = virt.domains()
+        for name in names:
+            dom = doms.get(name)
+            if dom is None:
+                raise HalabError(f"{name}: its domain {cfg.domain_name(name)!r} is gone while waiting for "
+                                 "it; `./lab.py heal` recreates it")
+            try:
+                state = state_of(dom)
+            except libvirt.libvirtError:
+                continue
+            if state not in (DomainState.SHUT_OFF, DomainState.CRASHED, DomainState.SAVED):
+                continue
+            restarts[name] = restarts.get(name, 0) + 1
+            if restarts[name] > MAX_RESTARTS:
+                raise HalabError(f"{name}: {state} again after {MAX_RESTARTS} starts while waiting for it; "
+                                 f"its console log ({_console_log(cfg, name)}) says why")
+            clock.say(f"{name}: {state} while booting; starting it as heal would "
+                      f"(start {restarts[name]}/{MAX_RESTARTS})", node=name)
+            try:
+                if state == DomainState.CRASHED:
+                    dom.destroy()
+                dom.create()
+            except libvirt.libvirtError as exc:
+                raise HalabError(f"{name}: {state} and cannot be started: "
+                                 f"{(exc.get_error_message() or str(exc)).strip()}") from None
+            doing[name] = f"started again after being {state}"
+            started = True
+    return started
 
 
 def _cloud_init_errors(result_json: str) -> list[str]:
@@ -370,6 +445,23 @@ def _cloud_init_errors(result_json: str) -> list[str]:
     return [str(e) for e in errors] or ["cloud-init finished but the halab ready marker is missing"]
 
 
+def ssh_state(ssh, ip: str) -> tuple[bool, str]:
+    """(reachable, state) of one node over SSH: a wrong host key is its own state."""
+    from halab.ssh import HostKeyMismatch
+
+    try:
+        ssh.connect_timeout = 2.0
+        ok = ssh.run(ip, "true", timeout=5).rc == 0
+    except HostKeyMismatch:
+        return False, HOST_KEY_MISMATCH
+    except HalabError:
+        return False, "unreachable"
+    return ok, "ok" if ok else "unreachable"
+
+
+HOST_KEY_MISMATCH = "host key mismatch"
+
+
 def node_statuses(cfg: LabConfig, check_ssh: bool = True) -> list[NodeStatus]:
     from halab.virt import LabVirt
 
@@ -379,14 +471,10 @@ def node_statuses(cfg: LabConfig, check_ssh: bool = True) -> list[NodeStatus]:
     ssh = lab_ssh(cfg) if check_ssh else None
     try:
         for n in cfg.nodes():
-            reachable = None
+            reachable, how = None, "-"
             if ssh is not None and states[n.name] == "running":
-                try:
-                    ssh.connect_timeout = 2.0
-                    reachable = ssh.run(n.ip, "true", timeout=5).rc == 0
-                except HalabError:
-                    reachable = False
-            out.append(NodeStatus(n.name, n.role, n.ip, cfg.domain_name(n), states[n.name], reachable))
+                reachable, how = ssh_state(ssh, n.ip)
+            out.append(NodeStatus(n.name, n.role, n.ip, cfg.domain_name(n), states[n.name], reachable, how))
     finally:
         if ssh is not None:
             ssh.close()
@@ -397,10 +485,11 @@ def node_statuses(cfg: LabConfig, check_ssh: bool = True) -> list[NodeStatus]:
 
 
 def up(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None,
-       checkpoint: bool | None = None) -> UpResult:
+       checkpoint: bool | None = None, wait: bool = True) -> UpResult:
     """Build or converge the lab. Re-running on a healthy lab changes nothing. A stopped lab comes
     back from disk first; a lab ready for the first time (for this definition) gets its `ready`
-    checkpoint unless ``checkpoint`` (default: lab.yaml's) says not to."""
+    checkpoint unless ``checkpoint`` (default: lab.yaml's) says not to. ``wait=False`` stops after
+    `terraform apply` (every node started, none waited for, no checkpoint)."""
     from halab import checkpoint as warm
 
     clock = _Clock(progress)
@@ -412,9 +501,14 @@ def up(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None,
                 clock.say(f"{len(started.nodes)} node(s) back from disk in {started.seconds['total']:.1f}s")
         tf = _terraform_client(cfg)
         clock.phase("terraform", "terraform init (offline, halab's provider from the local mirror)…")
+        from halab.virt import refuse_foreign_domains
+
+        refuse_foreign_domains(cfg)
+        _repair_terraform(cfg, clock)
         on_event = _tf_progress(clock)
         tf.init(on_event=None, cancel=cancel)
-        waves = boot_waves(cfg, accel, already_running=_running_nodes(cfg))
+        waves = boot_waves(cfg, accel, already_running=_running_nodes(cfg)) if wait else [
+            [n.name for n in cfg.nodes()]]
         changes = 0
         for i, wave in enumerate(waves):
             later = [n for w in waves[i + 1:] for n in w]
@@ -423,17 +517,24 @@ def up(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None,
                 clock.phase("terraform", f"wave {i + 1}/{len(waves)}: starting {', '.join(wave)}…")
             clock.say("terraform apply…")
             result = tf.apply(on_event=on_event, cancel=cancel)
+            from halab.terraform import clear_imports
+
+            clear_imports(state_paths(cfg)["terraform"])
             summary = result.summary
             changes += (summary.add + summary.change + summary.remove) if summary else 0
-            if len(waves) == 1:
+            if not wait:
+                clock.say("nodes started; not waiting for them (--no-wait)")
+            elif len(waves) == 1:
                 clock.phase("boot", "waiting for every node: SSH with verified host key, then cloud-init…")
+                wait_ready(cfg, clock, only=wave)
             else:
                 clock.phase(f"boot wave {i + 1}", f"wave {i + 1}/{len(waves)} ({', '.join(wave)}): SSH "
                             "with verified host key, then cloud-init…")
-            # Only this wave: the earlier ones were ready when it started (checking them again cost
-            # an SSH round per node per wave — 35 s of the `ha` profile's third wave on a busy host).
-            wait_ready(cfg, clock, only=wave)
-        if (cfg.checkpoint if checkpoint is None else checkpoint) and not warm.ready_checkpoint_valid(cfg):
+                # Only this wave: the earlier ones were ready when it started (checking them again
+                # cost an SSH round per node per wave: 35 s of the `ha` profile's third wave, busy host).
+                wait_ready(cfg, clock, only=wave)
+        take = cfg.checkpoint if checkpoint is None else checkpoint
+        if wait and take and not warm.ready_checkpoint_valid(cfg):
             clock.phase("checkpoint", f"checkpoint {warm.READY!r}: one cut of the whole lab to return to…")
             info = warm.save_checkpoint(cfg, warm.READY, locked=True,
                                         progress=lambda st: clock.say(st.message, node=st.node))
@@ -493,24 +594,145 @@ def _set_running(cfg: LabConfig, stopped: list[str]) -> None:
     write_tfvars(path, tfvars)
 
 
+class DownIncomplete(HalabError):
+    """`down` could not remove everything; the message names each object and the command."""
+
+
+def _lab_pool_path(cfg: LabConfig) -> str:
+    from halab.terraform import VARS_FILE, default_pool_path
+
+    try:
+        tfvars = json.loads((state_paths(cfg)["terraform"] / VARS_FILE).read_text(encoding="utf-8"))
+        return str(tfvars["pool_path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return default_pool_path(cfg.name, cfg.libvirt_uri)
+
+
 def down(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None) -> dict[str, float]:
-    """Destroy everything the lab owns, then its state. Idempotent."""
+    """Destroy everything the lab owns, then its state (checkpoints included). Total from any crash
+    point: after `terraform destroy` (or without it, when the state is lost or Terraform fails) it
+    sweeps libvirt for what is still the lab's. Idempotent. Raises DownIncomplete, keeping the state
+    directory, when something cannot be removed."""
+    from halab.terraform import TerraformError
+    from halab.virt import sweep_lab
+
     clock = _Clock(progress)
     root = lab_state_dir(cfg.name, create=False)
     if not root.exists():
-        clock.say(f"lab {cfg.name!r} has no state: nothing to do")
+        try:
+            sweep = sweep_lab(cfg, _lab_pool_path(cfg))
+        except HalabError:
+            clock.say(f"lab {cfg.name!r} has no state: nothing to do")
+            return clock.finish()
+        if not sweep.removed and not sweep.left:
+            clock.say(f"lab {cfg.name!r} has no state: nothing to do")
+            return clock.finish()
+        _report_sweep(clock, sweep)
         return clock.finish()
     with _lock(cfg):
         paths = state_paths(cfg)
-        if (paths["terraform"] / "terraform.tfstate").exists():
-            tf = _terraform_client(cfg)
+        pool_path = _lab_pool_path(cfg)
+        tfdir = paths["terraform"]
+        if (tfdir / "terraform.tfstate").exists() and (tfdir / "main.tf").exists():
             clock.phase("terraform", "terraform destroy…")
-            if not (paths["terraform"] / ".terraform").exists():
-                tf.init(cancel=cancel)
-            tf.destroy(on_event=_tf_progress(clock), cancel=cancel)
-        clock.phase("state", "removing the lab's state directory…")
+            try:
+                if _repair_terraform(cfg, clock, rebuild=False):
+                    tf = _terraform_client(cfg)
+                    if not (tfdir / ".terraform").exists():
+                        tf.init(cancel=cancel)
+                    tf.destroy(on_event=_tf_progress(clock), cancel=cancel)
+            except TerraformError as exc:
+                clock.say(f"{exc} — removing the lab's objects from libvirt directly instead")
+        clock.phase("sweep", "sweeping libvirt for anything still the lab's…")
+        sweep = sweep_lab(cfg, pool_path)
+        _report_sweep(clock, sweep)
+        clock.phase("state", "removing the lab's state directory (keys, secrets, checkpoints)…")
     remove_state(cfg)
     return clock.finish()
+
+
+def _report_sweep(clock: _Clock, sweep) -> None:
+    if sweep.removed:
+        clock.say(f"removed what Terraform did not know: {', '.join(sweep.removed)}")
+    for obj in sweep.foreign:
+        clock.say(f"{obj} exists but is not this lab's (no halab ownership tag for it); halab does not "
+                  "touch it")
+    if sweep.left:
+        raise DownIncomplete(
+            "down could not remove everything the lab owns (its state directory is kept, so "
+            "`./lab.py down` can run again):\n" + "\n".join(f"  {obj}: {cmd}" for obj, cmd in sweep.left)
+        )
+
+
+def _import_targets(cfg: LabConfig) -> list[tuple[str, str]]:
+    """Terraform addresses and import ids of the lab's objects libvirt has (domains by ownership
+    metadata, the rest by the lab's names): what rebuilds a lost state."""
+    import libvirt
+
+    from halab.virt import LabVirt
+
+    out: list[tuple[str, str]] = []
+    pool_name = f"{cfg.name}-pool"
+    with LabVirt(cfg) as virt:
+        conn = virt.conn
+        try:
+            pool = conn.storagePoolLookupByName(pool_name)
+            out.append(("libvirt_pool.lab", pool_name))
+        except libvirt.libvirtError:
+            pool = None
+        try:
+            conn.networkLookupByName(cfg.network_name)
+            out.append(("libvirt_network.lab", cfg.network_name))
+        except libvirt.libvirtError:
+            pass
+        if pool is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                if not pool.isActive():
+                    pool.create(0)
+                pool.refresh(0)
+            vols = {f"{cfg.name}-base.qcow2": "libvirt_volume.base",
+                    f"{cfg.name}-vmlinuz": "libvirt_volume.kernel",
+                    f"{cfg.name}-initrd.img": "libvirt_volume.initrd"}
+            for n in cfg.nodes():
+                mod = f'module.node["{n.name}"]'
+                vols[f"{cfg.domain_name(n)}.qcow2"] = f"{mod}.libvirt_volume.disk"
+                vols[f"{cfg.domain_name(n)}-seed.iso"] = f"{mod}.libvirt_cloudinit_disk.seed"
+            with contextlib.suppress(libvirt.libvirtError):
+                for vol in pool.listAllVolumes(0):
+                    if vol.name() in vols:
+                        out.append((vols[vol.name()], f"{pool_name}/{vol.name()}"))
+        names = {n.name for n in cfg.nodes()}
+        for node, dom in virt.domains().items():
+            if node in names:
+                out.append((f'module.node["{node}"].libvirt_domain.node', dom.UUIDString()))
+    return out
+
+
+def _repair_terraform(cfg: LabConfig, clock: _Clock, rebuild: bool = True) -> bool:
+    """Before Terraform runs: wait for a terraform a killed run left (never unlock a live one),
+    release a state lock whose holder is dead, and recover a damaged state — Terraform's backup, or
+    (``rebuild``) import blocks for the lab's objects in libvirt. Each step says what it did.
+    Returns False when there is no usable state (and ``rebuild`` is off)."""
+    from halab import terraform as tfm
+
+    tfdir = state_paths(cfg)["terraform"]
+    tfm.wait_for_running_terraform(tfdir, on_wait=lambda pid: clock.say(
+        f"terraform (pid {pid}) from an interrupted run is still stopping; waiting for it"))
+    released = tfm.release_stale_lock(tfdir)
+    if released:
+        clock.say(released)
+    repair = tfm.repair_state(tfdir)
+    if repair is None:
+        return True
+    clock.say(repair.message)
+    if repair.action == "backup":
+        return True
+    if not rebuild:
+        return False
+    count = tfm.write_imports(tfdir, _import_targets(cfg))
+    clock.say(f"{count} object(s) of lab {cfg.name!r} found in libvirt; terraform imports them"
+              if count else f"no object of lab {cfg.name!r} in libvirt: terraform creates the lab afresh")
+    return True
 
 
 def plan(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None):
@@ -521,6 +743,10 @@ def plan(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None):
     with _lock(cfg):
         tf = _terraform_client(cfg)
         clock.phase("plan", "terraform plan (refreshing real state from libvirt)…")
+        from halab.virt import refuse_foreign_domains
+
+        refuse_foreign_domains(cfg)
+        _repair_terraform(cfg, clock)
         result = tf.plan(on_event=_tf_progress(clock), cancel=cancel)
         clock.finish()
     return result
@@ -531,3 +757,42 @@ def heal(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None) 
     if not lab_exists(cfg):
         raise LabNotUp(f"lab {cfg.name!r} is not up; run ./lab.py up")
     return up(cfg, progress, cancel)
+
+
+def node_addresses(node: str) -> list[str]:
+    """The Terraform resources one node is made of: its domain, disk overlay and seed."""
+    mod = f'module.node["{node}"]'
+    return [f"{mod}.libvirt_domain.node", f"{mod}.libvirt_volume.disk", f"{mod}.libvirt_cloudinit_disk.seed"]
+
+
+def rebuild(cfg: LabConfig, node: str, progress: ProgressCallback | None = None, cancel=None) -> UpResult:
+    """Replace one node (domain, disk, seed: a fresh boot from the base image with the same name,
+    address and host key) and keep every other node as it is; then wait until it is ready."""
+    from halab.errors import ConfigError, UsageError
+    from halab.virt import refuse_foreign_domains
+
+    try:
+        cfg.node(node)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if not lab_exists(cfg):
+        raise LabNotUp(f"lab {cfg.name!r} is not up; run ./lab.py up")
+    clock = _Clock(progress)
+    with _lock(cfg):
+        accel = prepare(cfg, clock)
+        tf = _terraform_client(cfg)
+        clock.phase("terraform", f"terraform apply, replacing {node} (the other nodes are kept)…")
+        refuse_foreign_domains(cfg)
+        _repair_terraform(cfg, clock)
+        tf.init(cancel=cancel)
+        _set_running(cfg, stopped=[])
+        result = tf.apply(on_event=_tf_progress(clock), cancel=cancel, replace=node_addresses(node))
+        from halab.terraform import clear_imports
+
+        clear_imports(state_paths(cfg)["terraform"])
+        summary = result.summary
+        changes = (summary.add + summary.change + summary.remove) if summary else 0
+        clock.phase("boot", f"waiting for {node}: SSH with verified host key, then cloud-init…")
+        wait_ready(cfg, clock, only=[node])
+        phases = clock.finish()
+    return UpResult(cfg.name, cfg.vip, accel, node_statuses(cfg, check_ssh=False), phases, changes)

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from halab.atomic import write_atomic
 from halab.scenarios import ScenarioResult, detection_ratio
 
 KIND_COLOURS = {"reads": "#1f77b4", "writes": "#2ca02c", "pages": "#9467bd"}
@@ -288,9 +289,9 @@ def write_report(result: ScenarioResult, directory: str | Path, stem: str | None
     d.mkdir(parents=True, exist_ok=True)
     base = stem or result.scenario
     out = {"json": d / f"{base}.json", "markdown": d / f"{base}.md", "html": d / f"{base}.html"}
-    out["json"].write_text(render_json(result), encoding="utf-8")
-    out["markdown"].write_text(render_markdown(result), encoding="utf-8")
-    out["html"].write_text(render_html(result), encoding="utf-8")
+    write_atomic(out["json"], render_json(result), 0o644)
+    write_atomic(out["markdown"], render_markdown(result), 0o644)
+    write_atomic(out["html"], render_html(result), 0o644)
     return out
 
 
@@ -378,7 +379,7 @@ def write_compare(cmp: dict[str, Any], directory: str | Path) -> dict[str, Path]
     d.mkdir(parents=True, exist_ok=True)
     base = f"{cmp['scenario']}-compare"
     out = {"json": d / f"{base}.json", "markdown": d / f"{base}.md", "html": d / f"{base}.html"}
-    out["json"].write_text(json.dumps(cmp, indent=2, default=str) + "\n", encoding="utf-8")
-    out["markdown"].write_text(render_compare_markdown(cmp), encoding="utf-8")
-    out["html"].write_text(render_compare_html(cmp), encoding="utf-8")
+    write_atomic(out["json"], json.dumps(cmp, indent=2, default=str) + "\n", 0o644)
+    write_atomic(out["markdown"], render_compare_markdown(cmp), 0o644)
+    write_atomic(out["html"], render_compare_html(cmp), 0o644)
     return out

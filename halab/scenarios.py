@@ -1275,17 +1275,23 @@ def run_loaded(lab: LabHandles, scenario: Scenario, **kw: Any) -> ScenarioResult
 
 def run_scenario(cfg: LabConfig, path: str | Path, *, session: Any | None = None, **kw: Any
                  ) -> ScenarioResult:
-    """Run a scenario file on the live lab (or through a TUI session's parts)."""
+    """Run a scenario file on the live lab (or through a TUI session's parts). The run holds the
+    lab lock throughout (refused while up/heal/down/reset run); its faults and `reset:` steps take
+    the same lock again in this process, which the lock allows."""
+    from halab.lock import LabLock
+    from halab.paths import lab_state_dir
+
     sc = load_scenario(path)
     if session is not None:
         traffic = session._need_traffic() if hasattr(session, "_need_traffic") else session.traffic
         ssh = getattr(session.faults, "ssh", None)
         switch = (lambda c: push_haproxy_config(c, ssh)) if ssh is not None else None
         lab = LabHandles(session.cfg, session.timeline, session.faults, traffic, session.probes)
-        return run_loaded(lab, sc, switch_preset=switch, **kw)
+        with LabLock(lab_state_dir(session.cfg.name), session.cfg.name):
+            return run_loaded(lab, sc, switch_preset=switch, **kw)
     from halab.runtime import open_live_lab, ssh_runner
 
-    with open_live_lab(cfg) as live:
+    with LabLock(lab_state_dir(cfg.name), cfg.name), open_live_lab(cfg) as live:
         live.start_observing(traffic=True)
         run = ssh_runner(cfg, live.ssh)
         return run_loaded(live.handles(), sc, switch_preset=lambda c: push_haproxy_config(c, run),

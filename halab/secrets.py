@@ -14,7 +14,6 @@ secret cannot leak through a traceback, a log line or a debugger's variable view
 from __future__ import annotations
 
 import json
-import os
 import secrets as _rng
 import string
 from dataclasses import dataclass, fields
@@ -23,6 +22,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from halab.atomic import write_atomic
 from halab.config import LabConfig
 from halab.errors import HalabError
 from halab.paths import lab_state_dir
@@ -156,27 +156,11 @@ class LabKeys:
 
 def write_private(path: Path, text: str) -> None:
     """Write atomically with mode 0600 from the first byte (never world-readable, even briefly)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    write_atomic(path, text, 0o600)
 
 
 def _write_public(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.chmod(0o644)
-    os.replace(tmp, path)
+    write_atomic(path, text, 0o644)
 
 
 def _read_private(path: Path) -> str:

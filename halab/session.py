@@ -32,6 +32,7 @@ from halab.errors import HalabError, NotAvailableYet, UsageError
 from halab.lifecycle import Progress as UpProgress  # one progress shape: `up`'s own
 
 EVENT_KEEP = 500
+HOST_KEY_MISMATCH = "host key mismatch"  # a node's health when it presented a key halab did not give it
 SERIES_KEEP = 600  # seconds of per-second traffic figures kept in memory
 
 
@@ -44,7 +45,7 @@ class NodeView:
     role: str
     ip: str
     state: str  # libvirt: running, paused, shut off, crashed, missing, unknown
-    health: str = "unknown"  # ok, degraded, down, unknown (API /healthcheck, cluster status)
+    health: str = "unknown"  # ok, degraded, down, host key mismatch, unknown (API /healthcheck, clusters)
     backend: str = "—"  # HAProxy's view: UP, DOWN, MAINT, NOLB, — (not a backend)
     share: float | None = None  # fraction of the last second's API responses this node served
     faults: tuple[str, ...] = ()  # active faults, e.g. ("kill",), ("netem 200 ms",)
@@ -278,9 +279,17 @@ class LabSession:
         holder: dict[str, NodeSSH] = {}
 
         def run(node: str, command: str) -> tuple[int, str, str]:
+            from halab.ssh import HostKeyMismatch
+
             if "c" not in holder:
                 holder["c"] = lab_ssh(self.cfg)
-            r = holder["c"].run(self.cfg.node(node).ip, command)
+            try:
+                r = holder["c"].run(self.cfg.node(node).ip, command)
+            except HostKeyMismatch:
+                self.record_probe(node, host_key_mismatch=True)  # its own state in the view
+                raise
+            if self._probe.get(node, {}).get("host_key_mismatch"):
+                self.record_probe(node, host_key_mismatch=False)
             return r.rc, r.stdout, r.stderr
 
         return run
@@ -453,7 +462,7 @@ class LabSession:
             share = last_share.get(n.name) if n.role == "api" and series else None
             nodes.append(NodeView(
                 name=n.name, role=n.role, ip=n.ip, state=states.get(n.name, "unknown"),
-                health=str(p.get("health", "unknown")),
+                health=HOST_KEY_MISMATCH if p.get("host_key_mismatch") else str(p.get("health", "unknown")),
                 backend=str(p.get("backend", "—" if n.role != "api" else "?")),
                 share=share, faults=tuple(by_node.get(n.name, ())), detail=str(p.get("detail", "")),
             ))

@@ -33,6 +33,7 @@ from typing import Any
 
 from python_terraform import IsFlagged, Terraform
 
+from halab.atomic import write_atomic
 from halab.cloudinit import NodeSeed
 from halab.errors import HalabError
 from halab.tfmirror import MirrorInfo, ensure_mirror, module_dir
@@ -351,6 +352,7 @@ class Executor:
         env: Mapping[str, str] | None = None,
         on_line: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
+        pid_file: Path | None = None,
     ) -> ExecResult:
         full_env = {**os.environ, **(env or {})}
         full_env = {k: v for k, v in full_env.items() if v != "" or k not in ("TF_PLUGIN_CACHE_DIR",)}
@@ -366,9 +368,12 @@ class Executor:
                 text=True,
                 bufsize=1,
                 start_new_session=True,  # the terminal's Ctrl-C reaches us, not Terraform directly
+                preexec_fn=_interrupt_when_parent_dies,
             )
         except FileNotFoundError:
             raise TerraformNotFound(argv[0]) from None
+        if pid_file is not None:  # a later run waits for this one if halab is killed meanwhile
+            write_atomic(pid_file, f"{proc.pid}\n")
         lines: queue.Queue[str | None] = queue.Queue()
         err_chunks: list[str] = []
 
@@ -420,6 +425,8 @@ class Executor:
                 pending_kbd = True
                 interrupt()
         proc.wait()
+        if pid_file is not None:
+            pid_file.unlink(missing_ok=True)
         for t in threads:
             t.join(timeout=5)
         result = ExecResult(
@@ -435,6 +442,15 @@ class Executor:
 
 
 # ---- client ------------------------------------------------------------------------------------
+
+
+class _CommandLines(Terraform):
+    """python-terraform, used only to build command lines. Its constructor parses
+    ``terraform.tfstate`` itself, and an empty file (a run killed while Terraform wrote it) made that
+    a JSONDecodeError traceback in every command; Terraform reads its own state, so this never does."""
+
+    def read_state_file(self, file_path: str | None = None) -> None:
+        self.tfstate = None
 
 EventCallback = Callable[[Event], None]
 
@@ -464,7 +480,7 @@ class TerraformClient:
         self.executor = executor or Executor()
         self.terraform_bin = terraform_bin
         self.parallelism = parallelism
-        self._tf = Terraform(working_dir=str(self.workdir), terraform_bin_path=terraform_bin)
+        self._tf = _CommandLines(working_dir=str(self.workdir), terraform_bin_path=terraform_bin)
 
     # -- plumbing --
     def env(self) -> dict[str, str]:
@@ -490,7 +506,8 @@ class TerraformClient:
             if on_event is not None:
                 on_event(ev)
 
-        res = self.executor.run(argv, cwd=self.workdir, env=self.env(), on_line=on_line, cancel=cancel)
+        res = self.executor.run(argv, cwd=self.workdir, env=self.env(), on_line=on_line, cancel=cancel,
+                                pid_file=self.workdir / PID_FILE)
         if res.interrupted:
             raise TerraformInterrupted(name)
         if res.returncode not in ok_codes:
@@ -538,7 +555,10 @@ class TerraformClient:
         cancel: threading.Event | None = None,
         *,
         plan_file: Path | None = None,
+        replace: Iterable[str] = (),
     ) -> RunResult:
+        """``terraform apply``; ``replace`` lists addresses to destroy and create again
+        (``-replace=ADDR``), e.g. one node's domain, disk and seed."""
         opts: dict[str, Any] = {
             "json": IsFlagged,
             "input": False,
@@ -549,7 +569,10 @@ class TerraformClient:
         if plan_file is None:
             opts["auto_approve"] = IsFlagged
         args = [str(plan_file)] if plan_file is not None else []
-        return self._run("apply", _argv(self._tf, "apply", *args, **opts), on_event, cancel)
+        argv = _argv(self._tf, "apply", *args, **opts)
+        extra = [f"-replace={addr}" for addr in replace]
+        argv = argv[:-len(args)] + extra + argv[-len(args):] if args else argv + extra
+        return self._run("apply", argv, on_event, cancel)
 
     def destroy(
         self, on_event: EventCallback | None = None, cancel: threading.Event | None = None
@@ -573,8 +596,7 @@ class TerraformClient:
         )
         if res.returncode != 0:
             raise TerraformError("show", res.returncode, [], res.stderr)
-        text = "\n".join(res.stdout).strip()
-        return json.loads(text) if text else {}
+        return _json_or_error("show", res)
 
     def outputs(self) -> dict[str, Any]:
         """Root module outputs as plain values ({} before the first apply)."""
@@ -583,9 +605,8 @@ class TerraformClient:
         )
         if res.returncode != 0:
             raise TerraformError("output", res.returncode, [], res.stderr)
-        text = "\n".join(res.stdout).strip()
-        raw = json.loads(text) if text else {}
-        return {k: v.get("value") for k, v in raw.items()}
+        raw = _json_or_error("output", res)
+        return {k: v.get("value") for k, v in raw.items() if isinstance(v, dict)}
 
     def state_addresses(self) -> list[str]:
         """Addresses of every resource in the state."""
@@ -599,6 +620,21 @@ class TerraformClient:
 
         walk((state.get("values") or {}).get("root_module") or {})
         return found
+
+
+def _json_or_error(command: str, res: ExecResult) -> dict[str, Any]:
+    """Terraform's JSON output, or a TerraformError saying it was not JSON (never a traceback)."""
+    text = "\n".join(res.stdout).strip()
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TerraformError(command, res.returncode, [],
+                             f"output is not JSON ({exc.msg} at {exc.pos})") from None
+    if not isinstance(data, dict):
+        raise TerraformError(command, res.returncode, [], "output is not a JSON object")
+    return data
 
 
 def plan_from_events(events: list[Event], plan_file: Path | None = None, seconds: float = 0.0) -> Plan:
@@ -632,7 +668,8 @@ def prepare_workdir(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     for old in workdir.glob("*.tf"):
-        old.unlink()
+        if old.name != IMPORTS_FILE:  # pending imports of a lost state stay until an apply takes them
+            old.unlink()
     for tf_file in source.glob("*.tf"):
         shutil.copy2(tf_file, workdir / tf_file.name)
     if (workdir / "modules").exists():
@@ -645,12 +682,8 @@ def prepare_workdir(
 
 
 def write_tfvars(path: Path, tfvars: Mapping[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # user-data may hold secrets
-    with os.fdopen(fd, "w") as fh:
-        json.dump(tfvars, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
+    # 0600: user-data may hold secrets.
+    write_atomic(path, json.dumps(tfvars, indent=2, sort_keys=True) + "\n", 0o600)
 
 
 def default_pool_path(lab: str, libvirt_uri: str) -> str:
@@ -719,3 +752,162 @@ def lab_tfvars(
     if cmdline is not None:
         out["cmdline"] = cmdline
     return out
+
+
+# ---- crash recovery: state file, state lock, an orphaned terraform --------------------------------
+
+STATE_FILE = "terraform.tfstate"
+BACKUP_FILE = "terraform.tfstate.backup"
+LOCK_INFO_FILE = ".terraform.tfstate.lock.info"
+PID_FILE = ".halab-terraform.pid"  # the terraform a halab run started, while it runs
+IMPORTS_FILE = "halab_imports.tf"  # import blocks that rebuild a lost state from libvirt
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _interrupt_when_parent_dies() -> None:
+    """In the child before exec: SIGINT (Terraform's graceful stop, which writes its state) when the
+    halab that started it dies, even by SIGKILL. Without it Terraform runs on alone, unseen."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0)
+
+
+def _valid_state(path: Path) -> dict[str, Any] | None:
+    """The state file's content if it is a Terraform state (a JSON object with a version and
+    resources), else None: empty, truncated or not JSON at all."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("version"), int):
+        return None
+    if not isinstance(data.get("resources", []), list):
+        return None
+    return data
+
+
+@dataclass(frozen=True)
+class StateRepair:
+    """What :func:`repair_state` did: ``backup`` (Terraform's own backup restored) or ``lost`` (no
+    usable state: the caller rebuilds it from libvirt)."""
+
+    action: str
+    message: str
+
+
+def repair_state(workdir: Path) -> StateRepair | None:
+    """Make a damaged ``terraform.tfstate`` usable again; None when it is fine or absent. The damaged
+    file is kept beside it (``terraform.tfstate.damaged``) for whoever wants to look."""
+    state = Path(workdir) / STATE_FILE
+    if not state.exists() or _valid_state(state) is not None:
+        return None
+    size = state.stat().st_size
+    what = "empty" if size == 0 else f"not a Terraform state ({size} bytes)"
+    damaged = state.with_name(STATE_FILE + ".damaged")
+    os.replace(state, damaged)
+    backup = _valid_state(state.with_name(BACKUP_FILE))
+    if backup is not None and backup.get("resources"):
+        write_atomic(state, json.dumps(backup, indent=2) + "\n", 0o600)
+        return StateRepair("backup", f"{STATE_FILE} was {what} (a run killed while Terraform wrote it); "
+                                     f"restored Terraform's backup (serial {backup.get('serial')}, "
+                                     f"{len(backup['resources'])} resources), kept the damaged file as "
+                                     f"{damaged.name}")
+    return StateRepair("lost", f"{STATE_FILE} was {what} and there is no usable backup; rebuilding it "
+                               f"from libvirt (the lab's objects, found by ownership), kept the damaged file "
+                               f"as {damaged.name}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie holds no lock and writes no state
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def running_terraform(workdir: Path) -> int | None:
+    """The pid of a terraform an earlier (killed) halab run started in ``workdir`` that is still
+    running, else None. It is identified by its recorded pid and its working directory."""
+    pid_file = Path(workdir) / PID_FILE
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        cwd = None
+    if _pid_alive(pid) and cwd is not None and Path(cwd).resolve() == Path(workdir).resolve():
+        return pid
+    pid_file.unlink(missing_ok=True)
+    return None
+
+
+def wait_for_running_terraform(workdir: Path, on_wait: Callable[[int], None] | None = None,
+                               timeout_s: float = 600.0) -> None:
+    """Wait until a terraform left by a killed run has stopped (it got SIGINT when its halab died,
+    and is writing its state); never interrupt or unlock it. HalabError after ``timeout_s``."""
+    pid = running_terraform(workdir)
+    if pid is None:
+        return
+    if on_wait is not None:
+        on_wait(pid)
+    deadline = time.monotonic() + timeout_s
+    while running_terraform(workdir) is not None:
+        if time.monotonic() > deadline:
+            raise HalabError(f"terraform (pid {pid}) from an earlier run is still running in {workdir} after "
+                             f"{timeout_s:.0f}s; wait for it, or stop it (kill -INT {pid}) and run again")
+        time.sleep(0.5)
+
+
+def release_stale_lock(workdir: Path) -> str | None:
+    """Remove the lock record of a Terraform that died holding the state lock; a lock a live process
+    holds (its fcntl lock on the state file) is never touched. Returns what was done, or None."""
+    info_path = Path(workdir) / LOCK_INFO_FILE
+    if not info_path.exists():
+        return None
+    state = Path(workdir) / STATE_FILE
+    if state.exists():
+        import fcntl
+
+        fd = os.open(state, os.O_RDWR)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return None  # a live terraform holds it: Terraform's -lock-timeout waits for it
+        else:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        who = f" (lock {info.get('ID', '?')}, {info.get('Operation', '?')} by {info.get('Who', '?')}, " \
+              f"{info.get('Created', '?')})"
+    except (OSError, ValueError, AttributeError):
+        who = ""
+    info_path.unlink(missing_ok=True)
+    return f"released a Terraform state lock left by a process that no longer runs{who}"
+
+
+def write_imports(workdir: Path, imports: Iterable[tuple[str, str]]) -> int:
+    """Terraform ``import`` blocks (address, id) for the next plan/apply; returns how many."""
+    items = list(imports)
+    body = "".join(f"import {{\n  to = {addr}\n  id = {json.dumps(ident)}\n}}\n\n" for addr, ident in items)
+    path = Path(workdir) / IMPORTS_FILE
+    if items:
+        write_atomic(path, "# Written by halab to rebuild a lost state from libvirt.\n\n" + body, 0o600)
+    else:
+        path.unlink(missing_ok=True)
+    return len(items)
+
+
+def clear_imports(workdir: Path) -> None:
+    """Import blocks are done with once an apply has taken them into the state."""
+    (Path(workdir) / IMPORTS_FILE).unlink(missing_ok=True)

@@ -8,13 +8,12 @@ checkout's Python (``.venv``). Writing is idempotent and atomic per file, so con
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from halab.atomic import write_atomic
 from halab.paths import cache_dir, project_root
 
 PROVIDER_HOST = "halab.local"
@@ -79,16 +78,7 @@ def cli_config_text(mirror_dir: Path) -> str:
 def _write_if_changed(path: Path, text: str, mode: int) -> None:
     if path.exists() and path.read_text() == text and (path.stat().st_mode & 0o777) == mode:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text, mode)
 
 
 def ensure_mirror(root: Path | None = None) -> MirrorInfo:

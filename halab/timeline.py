@@ -297,9 +297,9 @@ class Timeline:
         if include_requests:
             rows += [(r.end, r.to_dict()) for r in self.requests()]
         rows.sort(key=lambda r: r[0])
-        with open(path, "w", encoding="utf-8") as fh:
-            for _, row in rows:
-                fh.write(json.dumps(row, default=str) + "\n")
+        from halab.atomic import write_atomic
+
+        write_atomic(path, "".join(json.dumps(row, default=str) + "\n" for _, row in rows), 0o644)
 
     @classmethod
     def read_jsonl(cls, path: str | Path) -> Timeline:

@@ -229,3 +229,185 @@ class LabVirt:
 
     def interfaces(self, node_name: str) -> list[Interface]:
         return interfaces_of(self.domain(node_name))
+
+
+# ---- the total sweep `down` ends with ------------------------------------------------------------
+
+
+@dataclass
+class Sweep:
+    """What :func:`sweep_lab` removed, and what it could not (each with the command that would)."""
+
+    removed: list[str]
+    left: list[tuple[str, str]]  # (object, command that removes it)
+    foreign: list[str]  # same-named objects that are not this lab's: never touched
+
+
+def _undefine_domain(dom: libvirt.virDomain) -> None:
+    if dom.isActive():
+        dom.destroy()
+    try:
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                          | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                          | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
+            raise
+        if dom.hasManagedSaveImage(0):
+            dom.managedSaveRemove(0)
+        dom.undefine()
+
+
+def _libvirt_message(exc: libvirt.libvirtError) -> str:
+    return (exc.get_error_message() or str(exc)).strip()
+
+
+def sweep_lab(cfg: LabConfig, pool_path: str | None, conn: libvirt.virConnect | None = None) -> Sweep:
+    """Remove everything of this lab that libvirt still has after `terraform destroy` (or instead of
+    it, when the state was lost): domains by ownership metadata (with managed-save images), the
+    lab's network, its pool's volumes and console logs, the pool and its directory. Objects are the
+    lab's by ownership tag (domains) or by the lab's own names (network, pool, ``<lab>-`` files).
+    Idempotent; a libvirt that cannot be reached raises HalabError."""
+    out = Sweep([], [], [])
+    uri = cfg.libvirt_uri
+    virsh = f"virsh -c {uri}"
+    with LabVirt(cfg, conn) as virt:
+        c = virt.conn
+        for _node, dom in sorted(virt.domains().items()):
+            name = dom.name()
+            try:
+                _undefine_domain(dom)
+                out.removed.append(f"domain {name}")
+            except libvirt.libvirtError as exc:
+                out.left.append((f"domain {name} ({_libvirt_message(exc)})",
+                                 f"{virsh} destroy {name}; {virsh} undefine {name} --managed-save"))
+        owned = {cfg.domain_name(n) for n in cfg.nodes()}
+        for dom in c.listAllDomains(0):
+            if dom.name() in owned:  # still there by name: not ours (ours were just removed)
+                out.foreign.append(f"domain {dom.name()}")
+        try:
+            net = c.networkLookupByName(cfg.network_name)
+        except libvirt.libvirtError:
+            net = None
+        if net is not None:
+            try:
+                persistent = net.isPersistent()
+                if net.isActive():
+                    net.destroy()
+                if persistent:
+                    net.undefine()
+                out.removed.append(f"network {cfg.network_name}")
+            except libvirt.libvirtError as exc:
+                out.left.append((f"network {cfg.network_name} ({_libvirt_message(exc)})",
+                                 f"{virsh} net-destroy {cfg.network_name}; {virsh} net-undefine "
+                                 f"{cfg.network_name}"))
+        pool_name = f"{cfg.name}-pool"
+        try:
+            pool = c.storagePoolLookupByName(pool_name)
+        except libvirt.libvirtError:
+            pool = None
+        prefix = f"{cfg.name}-"
+        if pool is not None:
+            try:
+                if not pool.isActive():
+                    pool.create(0)
+                pool.refresh(0)
+                target = ET.fromstring(pool.XMLDesc(0)).findtext("./target/path")
+                pool_path = target or pool_path
+                for vol in pool.listAllVolumes(0):
+                    if vol.name().startswith(prefix):
+                        vol.delete(0)
+                        out.removed.append(f"volume {vol.name()}")
+            except libvirt.libvirtError as exc:
+                out.left.append((f"volumes of pool {pool_name} ({_libvirt_message(exc)})",
+                                 f"{virsh} vol-list {pool_name}; "
+                                 f"{virsh} vol-delete VOLUME --pool {pool_name}"))
+    # Files libvirt does not list as volumes (console logs written while a domain ran, a partial
+    # upload), then the pool itself, whose delete removes its (now empty) directory.
+    if pool_path and not uri.startswith("test:"):
+        _sweep_files(pool_path, prefix, out)
+    with LabVirt(cfg, conn) as virt:
+        try:
+            pool = virt.conn.storagePoolLookupByName(pool_name)
+        except libvirt.libvirtError:
+            pool = None
+        if pool is not None:
+            try:
+                persistent = pool.isPersistent()
+                if pool.isActive():
+                    pool.destroy()
+                if persistent:
+                    with contextlib.suppress(libvirt.libvirtError):
+                        pool.delete(0)  # the directory; refuses (kept) when something else is in it
+                    pool.undefine()
+                out.removed.append(f"storage pool {pool_name}")
+            except libvirt.libvirtError as exc:
+                out.left.append((f"storage pool {pool_name} ({_libvirt_message(exc)})",
+                                 f"{virsh} pool-destroy {pool_name}; {virsh} pool-undefine {pool_name}"))
+    if pool_path and not uri.startswith("test:"):
+        import os
+
+        with contextlib.suppress(FileNotFoundError):
+            try:
+                os.rmdir(pool_path)
+            except OSError:
+                rest = sorted(os.listdir(pool_path))
+                out.left.append((f"directory {pool_path} (holds {', '.join(rest[:5])}"
+                                 f"{', …' if len(rest) > 5 else ''}: not the lab's files)",
+                                 f"rm -r {pool_path}"))
+    return out
+
+
+def _sweep_files(pool_path: str, prefix: str, out: Sweep) -> None:
+    import os
+
+    try:
+        names = sorted(os.listdir(pool_path))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        out.left.append((f"files in {pool_path} ({exc.strerror})", f"rm {pool_path}/{prefix}*"))
+        return
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        path = os.path.join(pool_path, name)
+        try:
+            os.unlink(path)
+            out.removed.append(f"file {path}")
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            out.left.append((f"file {path} ({exc.strerror})", f"rm {path}"))
+
+
+class ForeignDomain(HalabError):
+    """A domain with one of the lab's names exists but is not the lab's: halab never touches it."""
+
+
+def foreign_domains(cfg: LabConfig, conn: libvirt.virConnect | None = None) -> list[str]:
+    """One sentence per domain that has a node's name but not this lab's ownership tag."""
+    out: list[str] = []
+    with LabVirt(cfg, conn) as virt:
+        ours = set(virt.domains())
+        for n in cfg.nodes():
+            if n.name in ours:
+                continue
+            name = cfg.domain_name(n)
+            try:
+                dom = virt.conn.lookupByName(name)
+            except libvirt.libvirtError:
+                continue
+            own = read_ownership(dom)
+            whose = "carries no halab ownership tag" if own is None else f"belongs to lab {own.lab!r}"
+            out.append(f"domain {name!r} exists and is not lab {cfg.name!r}'s (it {whose}); halab will not "
+                       f"touch it — rename or remove it (virsh -c {cfg.libvirt_uri} destroy {name}; "
+                       f"virsh -c {cfg.libvirt_uri} undefine {name})")
+    return out
+
+
+def refuse_foreign_domains(cfg: LabConfig, conn: libvirt.virConnect | None = None) -> None:
+    """ForeignDomain naming each same-named domain that is not the lab's (before Terraform runs)."""
+    found = foreign_domains(cfg, conn)
+    if found:
+        raise ForeignDomain("; ".join(found) if len(found) == 1 else "\n".join(f"  {f}" for f in found))

@@ -39,7 +39,7 @@ def event_lines(events: tuple[EventView, ...], tz: tzinfo | None) -> list[str]:
 
 STATE_STYLE = {"running": "$success", "paused": "$warning", "shut off": "$error", "crashed": "$error",
                "missing": "$text-muted", "unknown": "$text-muted"}
-HEALTH_STYLE = {"ok": "$success", "degraded": "$warning", "down": "$error"}
+HEALTH_STYLE = {"ok": "$success", "degraded": "$warning", "down": "$error", "host key mismatch": "$error"}
 BACKEND_STYLE = {"UP": "$success", "DOWN": "$error", "MAINT": "$warning", "NOLB": "$warning",
                  "DRAIN": "$warning"}
 

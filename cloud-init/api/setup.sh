@@ -16,5 +16,5 @@ step "config mode" chmod 0640 /etc/halab/api.json
 # No daemon-reload: systemd loads the unit file written by cloud-init when it is first started.
 step "enable halab-api" halab_enable halab-api.service
 step "start halab-api" systemctl start --no-block halab-api.service
-step "wait for the API port" wait_for 180 tcp_open 127.0.0.1 {{api_port}}
+step "wait for the API port" wait_for 18 tcp_open 127.0.0.1 {{api_port}}
 halab_ready

@@ -29,9 +29,14 @@ step() {
     "$@"
 }
 
-# wait_for SECONDS command args... : retry until the command succeeds, or fail after SECONDS.
+# Timeouts below are KVM seconds; under TCG every guest instruction is emulated (10-20x slower),
+# so halab renders a larger factor for a TCG lab (halab.cloudinit.TIMEOUT_SCALE).
+HALAB_TIMEOUT_SCALE={{timeout_scale}}
+
+# wait_for SECONDS command args... : retry until the command succeeds, or fail after SECONDS
+# (times the accelerator's HALAB_TIMEOUT_SCALE).
 wait_for() {
-    local limit=$1
+    local limit=$(($1 * HALAB_TIMEOUT_SCALE))
     shift
     local deadline=$((SECONDS + limit))
     until "$@" >/dev/null 2>&1; do

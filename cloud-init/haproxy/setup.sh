@@ -15,9 +15,9 @@ else
     step "enable haproxy" halab_enable haproxy.service
     step "start haproxy" systemctl start --no-block haproxy.service
 fi
-step "wait for the API frontend" wait_for 180 tcp_open 127.0.0.1 80
-step "wait for the stats listener" wait_for 180 tcp_open 127.0.0.1 8404
+step "wait for the API frontend" wait_for 18 tcp_open 127.0.0.1 80
+step "wait for the stats listener" wait_for 18 tcp_open 127.0.0.1 8404
 if [ "{{profile}}" = "ha" ]; then
-    step "wait for keepalived" wait_for 180 systemctl is-active --quiet keepalived.service
+    step "wait for keepalived" wait_for 18 systemctl is-active --quiet keepalived.service
 fi
 halab_ready

@@ -44,12 +44,12 @@ step "enable rabbitmq-server" halab_enable rabbitmq-server.service
 step "start rabbitmq-server" systemctl start --no-block rabbitmq-server.service
 # Poll the AMQP port (cheap) rather than rabbitmqctl, whose Erlang VM competes with the booting
 # server for the one vCPU; then a login as the lab user confirms the node is fully up.
-step "wait for the AMQP port" wait_for 300 tcp_open 127.0.0.1 5672
-step "log in as {{mq_user}}" wait_for 120 amqp_login 127.0.0.1
+step "wait for the AMQP port" wait_for 30 tcp_open 127.0.0.1 5672
+step "log in as {{mq_user}}" wait_for 12 amqp_login 127.0.0.1
 if [ "$SELF" != "$FIRST" ]; then
     # The lab user's login on the first node proves it serves, as it did here: no Erlang VM for a
-    # `rabbitmqctl await_startup` (on a TCG vCPU each rabbitmqctl costs 10-20 s of the boot).
-    step "wait for $FIRST" wait_for 900 amqp_login {{first_mq}}
+    # `rabbitmqctl await_startup` (on a TCG vCPU each rabbitmqctl costs 10-55 s of the boot).
+    step "wait for $FIRST" wait_for 90 amqp_login {{first_mq}}
     step "join $FIRST" join_first
     # Quorum queues declared while this node was away get a replica here too.
     step "grow quorum queues onto $SELF" grow_queues

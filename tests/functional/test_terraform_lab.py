@@ -106,3 +106,92 @@ def test_apply_drift_heal_destroy_against_the_test_driver(tmp_path: Path, mirror
     assert not [n for kind in left.values() for n in kind if n.startswith("tfcycle")]
     assert client.state_addresses() == []
     client.destroy()  # idempotent
+
+
+def _ids(client: TerraformClient) -> list[tuple[str, str]]:
+    """(address, import id) of every resource in the state, as halab's rebuild derives them."""
+    state = client.show()
+    out = []
+
+    def walk(module: dict) -> None:
+        for r in module.get("resources", []):
+            v = r["values"]
+            ident = v["id"] if r["type"] in ("libvirt_domain",) else (
+                f"{v['pool']}/{v['name']}" if r["type"] in ("libvirt_volume", "libvirt_cloudinit_disk")
+                else v["name"])
+            out.append((r["address"], ident))
+        for child in module.get("child_modules", []):
+            walk(child)
+
+    walk((state.get("values") or {}).get("root_module") or {})
+    return out
+
+
+def test_empty_state_is_rebuilt_by_import_and_converges(tmp_path: Path, mirror, dev: DevProvider) -> None:
+    """A run killed while Terraform wrote its state leaves terraform.tfstate empty: with no backup,
+    halab moves it aside and imports the lab's objects; the next plan then says "no changes"."""
+    from halab.terraform import BACKUP_FILE, STATE_FILE, clear_imports, repair_state, write_imports
+
+    wd = prepare_workdir(tmp_path / "wd", sample_tfvars(tmp_path, lab="tfcrash"))
+    client = TerraformClient(wd, mirror=mirror)
+    client.init()
+    client.extra_env.update(dev.env)
+    client.apply()
+    targets = _ids(client)
+    assert len(targets) == 11
+
+    (wd / STATE_FILE).write_text("")  # what a SIGKILL during a state write leaves
+    (wd / BACKUP_FILE).unlink(missing_ok=True)
+    assert repair_state(wd).action == "lost"
+    assert (wd / (STATE_FILE + ".damaged")).exists()
+    assert write_imports(wd, targets) == 11
+    # Imported volumes do not record their upload source, so Terraform replaces them: the rebuilt
+    # lab converges, with fresh node disks.
+    res = client.apply()
+    clear_imports(wd)
+    assert res.summary is not None and "11 imported" in res.summary.message
+    assert sorted(client.state_addresses()) == sorted(a for a, _ in targets)
+    assert not client.plan().has_changes
+    client.destroy()
+    left = dev.command(op="list")
+    assert not [n for kind in left.values() for n in kind if n.startswith("tfcrash")]
+
+
+def test_damaged_state_restored_from_terraforms_backup(tmp_path: Path, mirror, dev: DevProvider) -> None:
+    from halab.terraform import BACKUP_FILE, STATE_FILE, repair_state
+
+    wd = prepare_workdir(tmp_path / "wd", sample_tfvars(tmp_path, lab="tfbackup"))
+    client = TerraformClient(wd, mirror=mirror)
+    client.init()
+    client.extra_env.update(dev.env)
+    client.apply()
+    client.apply()  # a second write: Terraform's backup now holds the full state too
+    assert (wd / BACKUP_FILE).exists()
+    (wd / STATE_FILE).write_text('{"version": 4, "resources": [')  # torn mid-write
+    repair = repair_state(wd)
+    assert repair is not None and repair.action == "backup"
+    assert "restored Terraform's backup" in repair.message
+    assert not client.plan().has_changes
+    client.destroy()
+
+
+def test_rebuild_replaces_one_node_and_keeps_the_rest(tmp_path: Path, mirror, dev: DevProvider) -> None:
+    """`./lab.py rebuild api-1` is an apply with -replace for the node's domain, disk and seed."""
+    from halab.lifecycle import node_addresses
+
+    wd = prepare_workdir(tmp_path / "wd", sample_tfvars(tmp_path, lab="tfrebuild"))
+    client = TerraformClient(wd, mirror=mirror)
+    client.init()
+    client.extra_env.update(dev.env)
+    client.apply()
+    before = dict(_ids(client))
+    seen = []
+    res = client.apply(on_event=seen.append, replace=node_addresses("api-1"))
+    assert res.summary is not None and (res.summary.add, res.summary.remove) == (3, 3)
+    after = dict(_ids(client))
+    changed = {a for a in before if before[a] != after[a]}
+    assert changed <= set(node_addresses("api-1"))
+    assert before['module.node["haproxy-1"].libvirt_domain.node'] == after[
+        'module.node["haproxy-1"].libvirt_domain.node']
+    assert not client.plan().has_changes
+    client.destroy()

@@ -490,3 +490,29 @@ async def test_warm_revive_is_its_own_key(lab):
         await settle(pilot, app)
         assert "revive db-1 failed" in timeline_text(app)
         assert "never revived warm" in timeline_text(app)
+
+
+async def test_kill_refused_while_another_run_changes_the_lab(lab, tmp_path):
+    """The lab lock covers TUI actions: while `lab.py up` (here: another process holding the lock)
+    changes the lab, a kill is refused with a clear line and the node is untouched."""
+    import subprocess
+
+    root = str(Path(__file__).resolve().parents[2])
+    code = (f"import sys, time; sys.path.insert(0, {root!r}); from halab.lock import LabLock\n"
+            f"with LabLock({str(tmp_path)!r}, 'demo'):\n    print('held', flush=True); time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        app = make_app(lab, settings())
+        async with app.run_test(size=SIZE) as pilot:
+            await start(app, pilot)
+            await select(pilot, app, "api-3")
+            await pilot.press("k", "y")
+            await settle(pilot, app)
+            assert app.snapshot.node("api-3").state == "running"
+            notes = [str(n.message) for n in app._notifications]
+            assert any("being changed by another lab.py run" in m and "wait for it to finish" in m
+                       for m in notes), notes
+    finally:
+        holder.kill()
+        holder.wait()

@@ -301,9 +301,13 @@ class DomainResource(BaseResource):
                     dom.create()
                 return domain_state(dom, planned)
             if existing is not None:
+                meta = owner(ET.fromstring(existing.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
+                whose = "it carries no halab ownership tag" if meta is None else (
+                    f"it belongs to lab {meta['name']!r}")
                 raise ProviderError(
-                    f"domain {name!r} already exists",
-                    f"Import it (terraform import <address> {name}) or remove it first.",
+                    f"domain {name!r} exists and is not lab {planned.get('lab')!r}'s ({whose}); halab "
+                    "will not touch it",
+                    f"Rename or remove it (virsh destroy {name}; virsh undefine {name}).",
                 )
             dom = self.conn.defineXML(domain_xml(self.conn, planned))
             if planned.get("running") in (None, True):

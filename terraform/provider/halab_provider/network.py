@@ -205,8 +205,9 @@ class NetworkResource(BaseResource):
                 return network_state(existing)
             if existing is not None:
                 raise ProviderError(
-                    f"network {name!r} already exists",
-                    f"Import it (terraform import <address> {name}) or remove it first.",
+                    f"network {name!r} exists and is not this lab's (another definition); halab will not "
+                    "touch it",
+                    f"Rename or remove it (virsh net-destroy {name}; virsh net-undefine {name}).",
                 )
             net = self.conn.networkDefineXML(network_xml(planned))
             try:

@@ -96,9 +96,9 @@ class PoolResource(BaseResource):
                 return pool_state(existing)
             if existing is not None:
                 raise ProviderError(
-                    f"storage pool {name!r} already exists",
-                    f"Import it (terraform import <address> {name}) or remove it (virsh pool-destroy/"
-                    "pool-undefine) first.",
+                    f"storage pool {name!r} exists and is not this lab's (another path); halab will not "
+                    "touch it",
+                    f"Rename or remove it (virsh pool-destroy {name}; virsh pool-undefine {name}).",
                 )
             xml = (
                 f"<pool type='dir'><name>{escape(name)}</name>"

@@ -117,7 +117,7 @@ def pool_for_new_volume(provider: Any, conn: libvirt.virConnect, diags: Diagnost
         if not provider.name_prefix:
             raise ProviderError(
                 f"volume {name!r} already exists in pool {pool_name!r}",
-                f"Import it (terraform import <address> {pool_name}/{name}) or delete it first.",
+                f"halab will not touch it: rename or remove it (virsh vol-delete {name} --pool {pool_name}).",
             )
         diags.add_warning(f"volume {name!r} existed (left by an interrupted run); recreated it")
         pool.storageVolLookupByName(name).delete(0)
