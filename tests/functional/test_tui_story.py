@@ -111,3 +111,19 @@ async def test_a_viewer_has_no_key_that_acts(tmp_path):
         assert not lab.box["s"].faults.active()
         await pilot.press("v")
         assert app.screen.has_class("-projector")
+
+
+async def test_replay_plays_the_recorded_story_in_the_tui(tmp_path):
+    from halab.replay import ReplaySession, read_recording
+    from tests.support.recorded import record_run
+
+    rec = read_recording(record_run(tmp_path))
+    app = make_app(lambda: ReplaySession(rec, speed=1000), TuiSettings(tz=UTC, confirm_destructive=False))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, app, lambda s: s.story is not None and s.story.done)
+        panel = app.screen.query_one(StoryPanel)
+        assert "story-mq-loss" in panel.text and "PASSED" in panel.text and "✔ read-only cloud" in panel.text
+        assert "replay of story-mq-loss.timeline.jsonl" in app.snapshot.problems[0]
+        await pilot.press("7", "k")  # mq-1: a recording refuses
+        await settle(pilot, app)
+        assert app.snapshot.node("mq-1").state == "running"
