@@ -190,7 +190,7 @@ def _apply(ev: dict[str, Any], nodes: dict[str, dict[str, Any]]) -> None:
         n["health"] = str(new)
 
 
-def _lab_of(rec: Recording) -> LabConfig:
+def lab_of(rec: Recording) -> LabConfig:
     r = rec.report or {}
     names = {e["node"] for e in rec.events if e.get("node")}
     profile = r.get("profile") or ("ha" if names & {"db-2", "mq-2", "haproxy-2"} else "default")
@@ -213,7 +213,7 @@ class ReplaySession:
         if not 0.1 <= speed <= 1000:
             raise UsageError(f"--speed must be between 0.1 and 1000 (got {speed:g})")
         self.rec = rec
-        self.cfg = _lab_of(rec)
+        self.cfg = lab_of(rec)
         self.speed = speed
         self.step_mode = step
         self.clock = clock

@@ -63,6 +63,7 @@ class HalabApp(App[None]):
         self._nolab: NoLabScreen | None = None
         self._up_running = False
         self.exit_note = ""
+        self.feed: Any = None  # halab.feed.FeedServer while this TUI publishes
 
     # ---- start -------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -84,6 +85,22 @@ class HalabApp(App[None]):
         self.session = msg.session
         self._unsubscribe = self.session.subscribe(self._on_change)
         self._refresh_loop()
+        if self.settings.publish and not self.read_only:
+            self._publish()
+
+    def _publish(self) -> None:
+        """Share this TUI's snapshots with browser viewers (``./lab.py serve`` attaches to them):
+        the viewers see exactly what the presenter sees, and add nothing to the lab."""
+        from halab.feed import FeedServer, feed_paths, load_or_create_token
+
+        name = getattr(getattr(self.session, "cfg", None), "name", "lab")
+        try:
+            sock, token_file = feed_paths(name)
+            self.feed = FeedServer(lambda: self.snapshot, sock, load_or_create_token(token_file)).start()
+        except HalabError as exc:
+            self.notify(str(exc), title="not published", severity="error", timeout=15)
+            return
+        self.notify("Published for browser viewers: run ./lab.py serve", timeout=5)
 
     def on_session_failed(self, msg: SessionFailed) -> None:
         self.notify(msg.error, title="cannot open the lab", severity="error", timeout=30)
@@ -238,6 +255,8 @@ class HalabApp(App[None]):
 
     def on_unmount(self) -> None:
         self._wake.set()
+        if self.feed is not None:
+            self.feed.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
         if self.session is not None:
