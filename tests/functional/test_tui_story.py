@@ -127,3 +127,26 @@ async def test_replay_plays_the_recorded_story_in_the_tui(tmp_path):
         await pilot.press("7", "k")  # mq-1: a recording refuses
         await settle(pilot, app)
         assert app.snapshot.node("mq-1").state == "running"
+
+
+async def test_the_presenters_tui_publishes_its_snapshots(tmp_path, monkeypatch):
+    import asyncio
+
+    from halab.feed import FeedClient, ViewerSession, feed_paths
+
+    monkeypatch.setenv("HALAB_STATE", str(tmp_path / "state"))
+    lab = story_lab(tmp_path)
+    app = make_app(lab, TuiSettings(tz=UTC, publish=True))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        for _ in range(100):
+            if app.feed is not None:
+                break
+            await pilot.pause(0.05)
+        sock, token_file = feed_paths("demo")
+        assert (sock.stat().st_mode & 0o777) == 0o600 and (token_file.stat().st_mode & 0o777) == 0o600
+        viewer = ViewerSession(FeedClient(sock, token_file.read_text().strip()))
+        seen = await asyncio.to_thread(viewer.snapshot)
+        assert seen.lab == "demo" and [n.name for n in seen.nodes] == [n.name for n in app.snapshot.nodes]
+        viewer.close()
+    assert not sock.exists()  # the presenter quit: nothing left listening
