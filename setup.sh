@@ -7,6 +7,7 @@ APT_PACKAGES=(
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc python3-dev
   qemu-system-x86 qemu-utils mmdebstrap dnsmasq-base iproute2 iptables e2fsprogs
   cloud-init haproxy keepalived mariadb-server openssh-client ca-certificates curl
+  chromium chromium-driver   # the browser tier (pytest -m browser) drives a real browser viewer
 )
 
 say() { printf 'setup: %s\n' "$*"; }

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "cli.fault_cmd",
     "cli.scenario_cmd",
     "cli.tui_cmd",
+    "cli.serve_cmd",
 )
 
 

@@ -32,6 +32,13 @@ Steps (one action each, optional ``name`` and ``expect``):
 * ``preset: fast|kolla`` re-renders haproxy.cfg on the HAProxy nodes and reloads HAProxy.
 * ``measure: end`` closes the measurement window of the faults so far; ``mark: TEXT`` a label.
 
+Story mode (any step, or alone as a narration step that does nothing to the lab):
+
+* ``say: TEXT`` — narration the TUI shows big while the step runs (at most 400 characters).
+* ``pause: true`` — in the TUI the story waits for the presenter's key before this step
+  (``scenario run`` and ``a`` = run on ignore it).
+* ``show: topology|graphs|events|failover|story`` — the panel the TUI puts on stage.
+
 Hypotheses (strings, or ``{check: STRING, profile: ha, name: ...}`` to apply on one profile only):
 
 * ``METRIC OP NUMBER [%|s|ms] [over step|over run]`` — traffic metrics (read/write/page_availability,
@@ -89,11 +96,15 @@ from halab.measure import (
     state_change_matches,
     steady_state,
 )
+from halab.story import PAUSE_SOURCE, STEP_SOURCE, Story, hypothesis_views, step_data
 from halab.timeline import Event, RequestRecord, Timeline, percentile
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 ACTIONS = ("traffic", "wait", "fault", "revive", "undo", "restore", "reset", "preset", "measure", "mark")
-STEP_KEYS = (*ACTIONS, "name", "expect")
+NARRATION_KEYS = ("say", "pause", "show")  # story mode: what the room is told, and when it waits
+SHOW_PANELS = ("topology", "graphs", "events", "failover", "story")
+SAY_MAX = 400  # characters: narration is read from a projector, not a page
+STEP_KEYS = (*ACTIONS, "name", "expect", *NARRATION_KEYS)
 TOP_KEYS = ("name", "description", "profile", "preset", "hypotheses", "steps")
 FAULT_ACTIONS = fault_kinds.FAULTS  # what a `fault:` step may do (the registry's faults)
 # action -> {param: (type, lo, hi)}: the params a `fault:` step may give, from the registry
@@ -173,12 +184,18 @@ class Step:
     args: dict[str, Any] = field(default_factory=dict)
     name: str = ""
     expect: tuple[Hypothesis, ...] = ()
+    say: str = ""  # narration shown big in story mode while this step runs
+    pause: bool = False  # story mode waits for the presenter's key before this step
+    show: str = ""  # the TUI panel to put on stage for this step (SHOW_PANELS)
 
     @property
     def label(self) -> str:
         if self.name:
             return self.name
         a = self.args
+        if self.action == "say":
+            text = self.say or ("presenter pause" if self.pause else f"show {self.show}")
+            return text if len(text) <= 60 else text[:59] + "…"
         if self.action == "traffic":
             if a.get("stop"):
                 return "traffic stop"
@@ -396,17 +413,21 @@ def _read_step(r: _ScenarioReader, loc: Located, i: int, profiles: tuple[str, ..
         return None
     fields = r.mapping(loc, path, STEP_KEYS)
     acts = [k for k in fields if k in ACTIONS]
+    said = [k for k in fields if k in NARRATION_KEYS]
+    if not acts and said:
+        acts = ["say"]  # a narration step: says, pauses or shows, and does nothing to the lab
     if not acts:
-        r.err(loc.line, path, f"needs one action: {', '.join(ACTIONS)}")
+        r.err(loc.line, path, f"needs one action: {', '.join(ACTIONS)} (or say:, pause:, show:)")
         return None
     if len(acts) > 1:
         r.err(fields[acts[1]].line, path, f"one action per step (got {' and '.join(acts)})")
         return None
     action = acts[0]
-    a = fields[action]
+    a = fields[action] if action != "say" else fields[said[0]]
     where = f"{path}.{action}"
     args: dict[str, Any] = {}
     n_err = len(r.errors)
+    say, pause, show = _narration(r, fields, path)
     if action == "traffic":
         if a.value == "stop":
             args["stop"] = True
@@ -539,9 +560,34 @@ def _read_step(r: _ScenarioReader, loc: Located, i: int, profiles: tuple[str, ..
                 h = r.hypothesis(item, f"{path}.expect[{j}]", "step", profiles)
                 if h is not None:
                     expect.append(h)
+    if action == "say" and expect:
+        r.err(fields["expect"].line, f"{path}.expect", "a narration step (say/pause/show only) "
+              "does nothing to measure; put expect: on a step that acts or waits")
     if len(r.errors) > n_err:
         return None
-    return Step(index=i + 1, action=action, line=a.line, args=args, name=name, expect=tuple(expect))
+    return Step(index=i + 1, action=action, line=a.line, args=args, name=name, expect=tuple(expect),
+                say=say, pause=pause, show=show)
+
+
+def _narration(r: _ScenarioReader, fields: dict[str, Located], path: str) -> tuple[str, bool, str]:
+    """The story-mode keys of a step: ``say: TEXT``, ``pause: true``, ``show: PANEL``."""
+    say, pause, show = "", False, ""
+    if "say" in fields:
+        v = r.string(fields["say"], f"{path}.say")
+        if v is not None:
+            v = " ".join(v.split())
+            if not v:
+                r.err(fields["say"].line, f"{path}.say", "empty narration; leave say: out instead")
+            elif len(v) > SAY_MAX:
+                r.err(fields["say"].line, f"{path}.say",
+                      f"{len(v)} characters; at most {SAY_MAX} fit a projector (split it over steps)")
+            else:
+                say = v
+    if "pause" in fields:
+        pause = bool(r.boolean(fields["pause"], f"{path}.pause"))
+    if "show" in fields:
+        show = r.choice(fields["show"], f"{path}.show", SHOW_PANELS) or ""
+    return say, pause, show
 
 
 def parse_scenario(text: str, fname: str = "scenario.yaml") -> Scenario:
@@ -963,8 +1009,12 @@ class ScenarioRunner:
                  progress: Callable[[str], None] | None = None, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep, poll_s: float = 0.1, tail_s: float = 1.0,
                  reset_lab: Callable[[str], str] | None = None, strict: bool = False,
-                 leave_faults: bool = False):
+                 leave_faults: bool = False, story: Story | None = None,
+                 presenter_timeout_s: float = 3600.0):
         self.lab = lab
+        self.story = story  # story mode: narration, presenter pauses, live hypotheses
+        self.presenter_timeout_s = presenter_timeout_s
+        self._story_at = 0.0
         self.sc = scenario
         self.switch_preset = switch_preset
         self.reset_lab = reset_lab  # checkpoint name -> what happened (a `reset:` step)
@@ -1019,6 +1069,10 @@ class ScenarioRunner:
                 self._set_preset(sc.preset)
             start_preset = self.cfg.haproxy.preset
             for i, step in enumerate(sc.steps):
+                self.tl.note(f"step {step.index}/{len(sc.steps)}: {step.label}", source=STEP_SOURCE,
+                             **step_data(step, len(sc.steps)))
+                if self.story is not None:
+                    self._presenter(step)
                 at = self.clock()
                 self.say(f"step {step.index}/{len(sc.steps)}: {step.label}")
                 ok, detail = True, ""
@@ -1040,6 +1094,7 @@ class ScenarioRunner:
                 if (ok and self.steady_at is None and not self.faults and step.action == "wait"
                         and str(step.args.get("until", "")).startswith("steady")):
                     self.steady_at = end
+                self._tell_hypotheses(force=True)
                 if not ok and step.action != "wait":
                     if i + 1 < len(sc.steps):
                         self.problems.append(f"stopped after step {step.index}; the remaining "
@@ -1055,7 +1110,46 @@ class ScenarioRunner:
                 lab.traffic.stop()
             self.tl.flush()
         end = self.clock()
-        return self._result(start_preset, end)
+        result = self._result(start_preset, end)
+        if self.story is not None:
+            self.story.hypotheses(hypothesis_views(result.hypotheses, final=True))
+            self.story.finish(result.passed)
+        return result
+
+    # -- story mode --
+    def _presenter(self, step: Step) -> None:
+        """Before a ``pause: true`` step the story waits for the presenter (the timeline keeps
+        ticking, so the graphs stay live while the room listens)."""
+        story = self.story
+        assert story is not None
+        story.begin(step.index)
+        if story.released(step.index):
+            return
+        self.tl.note(f"waiting for the presenter before step {step.index}", source=PAUSE_SOURCE,
+                     step=step.index, waiting=True)
+        if not self._wait(lambda: story.released(step.index), self.presenter_timeout_s):
+            story.run_on()
+            self.notes.append(f"step {step.index}: nobody pressed a key for "
+                              f"{self.presenter_timeout_s:g} s; the story ran on")
+        self.tl.note(f"step {step.index}: the presenter goes on", source=PAUSE_SOURCE, step=step.index,
+                     waiting=False)
+
+    def _tell_hypotheses(self, force: bool = False) -> None:
+        """The hypotheses as they stand now, for the story panel (every 2 s at most while waiting)."""
+        if self.story is None or (not self.step_spans and not force):
+            return
+        now = self.clock()
+        if not force and now - self._story_at < 2.0:
+            return
+        self._story_at = now
+        measurements = self._measure(now, quiet=True)
+        ctx = EvalContext(self.lab.cfg, self.tl.events(), self.tl.requests(), self.faults, measurements,
+                          self.t0, now, self.steady_at)
+        try:
+            results = evaluate_all(self.sc, ctx, self.step_spans)
+        except HalabError:
+            return  # the final evaluation reports it; a live glance may miss one
+        self.story.hypotheses(hypothesis_views(results, final=False))
 
     def _cleanup(self, original: LabConfig) -> None:
         for f in reversed(self.faults):
@@ -1083,6 +1177,7 @@ class ScenarioRunner:
             self.tl.tick(self.clock())
             if cond():
                 return True
+            self._tell_hypotheses()
             self.sleep(min(self.poll_s, max(0.0, end - self.clock())) or self.poll_s)
         self.tl.tick(self.clock())
         return cond()
@@ -1190,11 +1285,13 @@ class ScenarioRunner:
                 self.measure_ends.append(self.clock())
             self.tl.note(f"measure {a['what']}", source="measure-marker")
             return True, ""
+        if step.action == "say":
+            return True, ""  # the step-start note carries the narration
         self.tl.note(a.get("text", ""), source="mark")
         return True, ""
 
     # -- result --
-    def _measure(self, end: float) -> list[tuple[AppliedFault, MeasureResult]]:
+    def _measure(self, end: float, quiet: bool = False) -> list[tuple[AppliedFault, MeasureResult]]:
         out = []
         events, requests = self.tl.events(), self.tl.requests()
         for i, f in enumerate(self.faults):
@@ -1205,7 +1302,8 @@ class ScenarioRunner:
                 m = measure_failover(f.cfg, events, requests, f.action, f.node, fault_at=f.at,
                                      until=min(limits))
             except HalabError as exc:
-                self.problems.append(f"measuring {f.action} {f.node}: {exc}")
+                if not quiet:
+                    self.problems.append(f"measuring {f.action} {f.node}: {exc}")
                 continue
             out.append((f, m))
         return out

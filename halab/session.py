@@ -30,6 +30,7 @@ from halab import fault_kinds
 from halab.config import PROFILE_COUNTS, PROFILES, LabConfig, check_rate, parse_config
 from halab.errors import HalabError, NotAvailableYet, UsageError
 from halab.lifecycle import Progress as UpProgress  # one progress shape: `up`'s own
+from halab.story import Story, StoryView
 
 EVENT_KEEP = 500
 HOST_KEY_MISMATCH = "host key mismatch"  # a node's health when it presented a key halab did not give it
@@ -133,6 +134,7 @@ class LabSnapshot:
     traffic: TrafficState
     problems: tuple[str, ...] = ()
     expected_detection_s: float | None = None
+    story: StoryView | None = None  # a scenario told as a story (running, or the last one told)
 
     def node(self, name: str) -> NodeView | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -244,6 +246,7 @@ class LabSession:
         self._closed = False
         self._measuring: tuple[str, str, float] | None = None  # (fault, node, at) being measured
         self._measured_at = 0.0
+        self._story: Story | None = None
         self.scenario_dir = scenario_dir or Path(__file__).resolve().parent.parent / "scenarios"
 
         virt_given = virt is not None
@@ -477,6 +480,7 @@ class LabSession:
             nodes=tuple(nodes), series=series[-180:], events=events[-200:], failover=failover,
             traffic=self._traffic_state(), problems=tuple(problems),
             expected_detection_s=self.expected_detection_s(),
+            story=self._story.view() if self._story is not None else None,
         )
 
     MEASURE_FOR_S = 300.0  # a fault is measured live for this long, or until it has recovered
@@ -659,17 +663,53 @@ class LabSession:
     def scenarios(self) -> list[Path]:
         return sorted(self.scenario_dir.glob("*.yaml")) if self.scenario_dir.is_dir() else []
 
-    def run_scenario(self, path: str | Path) -> ActionResult:
+    def run_scenario(self, path: str | Path, story: bool = True, auto: bool = False) -> ActionResult:
+        """Run a scenario on this session's lab; as a story (the default in the TUI) its narration,
+        pauses and live hypotheses are in every snapshot until the next one starts."""
         mod = _optional("halab.scenarios")
         if mod is None or not hasattr(mod, "run_scenario"):
             raise NotAvailableYet("running scenarios is not available yet (tracked in issue 8)")
+        if self._story is not None and not self._story.view().done:
+            raise UsageError(f"the story {self._story.title!r} is still running")
+        kw: dict[str, Any] = {}
+        if story:
+            sc = mod.load_scenario(path)
+            sc.check_lab(self.cfg)
+            self._story = Story.for_scenario(sc, auto=auto)
+            kw["story"] = self._story
         at = self.clock()
         self.record_event(f"scenario {Path(path).stem} started", kind="fault", t=at)
-        result = mod.run_scenario(self.cfg, Path(path), session=self)
+        try:
+            result = mod.run_scenario(self.cfg, Path(path), session=self, **kw)
+        except BaseException:
+            if self._story is not None:
+                self._story.finish(False)
+            raise
+        finally:
+            self._notify("story")
         ok = bool(_get(result, "passed", "ok", default=True))
         msg = f"scenario {Path(path).stem}: {'passed' if ok else 'FAILED'}"
         self.record_event(msg, kind="fault" if ok else "error")
         return ActionResult("scenario", None, msg, at)
+
+    def story_next(self) -> ActionResult:
+        """The presenter's key: the story's paused step goes on."""
+        story = self._story
+        if story is None or story.view().done:
+            raise UsageError("no story is running (x runs a scenario as a story)")
+        went = story.next()
+        self._notify("story")
+        msg = "story: next step" if went else "story: not waiting (it goes on by itself)"
+        return ActionResult("story-next", None, msg, self.clock())
+
+    def story_run_on(self) -> ActionResult:
+        """The presenter's key: no more pauses in this run."""
+        story = self._story
+        if story is None or story.view().done:
+            raise UsageError("no story is running (x runs a scenario as a story)")
+        story.run_on()
+        self._notify("story")
+        return ActionResult("story-auto", None, "story: runs on without pauses", self.clock())
 
     def up(self, profile: str | None = None,
            progress_cb: Callable[[UpProgress], None] | None = None) -> Any:

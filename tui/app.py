@@ -26,7 +26,7 @@ from tui.messages import (
     UpFinished,
     UpStep,
 )
-from tui.screens.dashboard import DashboardScreen
+from tui.screens.dashboard import DashboardScreen, ViewerDashboard
 from tui.screens.nolab import NoLabScreen
 from tui.settings import TuiSettings
 
@@ -47,8 +47,10 @@ class HalabApp(App[None]):
     TITLE = "halab"
     ENABLE_COMMAND_PALETTE = True
 
-    def __init__(self, session_factory: SessionFactory, settings: TuiSettings | None = None) -> None:
+    def __init__(self, session_factory: SessionFactory, settings: TuiSettings | None = None,
+                 read_only: bool = False) -> None:
         super().__init__()
+        self.read_only = read_only  # a viewer: renders the lab, never acts on it
         self.session_factory = session_factory
         self.settings = settings or TuiSettings()
         self.session: LabSession | None = None
@@ -61,12 +63,13 @@ class HalabApp(App[None]):
         self._nolab: NoLabScreen | None = None
         self._up_running = False
         self.exit_note = ""
+        self.feed: Any = None  # halab.feed.FeedServer while this TUI publishes
 
     # ---- start -------------------------------------------------------------------------------
     def on_mount(self) -> None:
         if self.settings.theme:
             self.theme = self.settings.theme
-        self.push_screen(DashboardScreen())
+        self.push_screen(ViewerDashboard() if self.read_only else DashboardScreen())
         self._open_session()
 
     @work(thread=True, exclusive=True, group="session", exit_on_error=False)
@@ -82,6 +85,22 @@ class HalabApp(App[None]):
         self.session = msg.session
         self._unsubscribe = self.session.subscribe(self._on_change)
         self._refresh_loop()
+        if self.settings.publish and not self.read_only:
+            self._publish()
+
+    def _publish(self) -> None:
+        """Share this TUI's snapshots with browser viewers (``./lab.py serve`` attaches to them):
+        the viewers see exactly what the presenter sees, and add nothing to the lab."""
+        from halab.feed import FeedServer, feed_paths, load_or_create_token
+
+        name = getattr(getattr(self.session, "cfg", None), "name", "lab")
+        try:
+            sock, token_file = feed_paths(name)
+            self.feed = FeedServer(lambda: self.snapshot, sock, load_or_create_token(token_file)).start()
+        except HalabError as exc:
+            self.notify(str(exc), title="not published", severity="error", timeout=15)
+            return
+        self.notify("Published for browser viewers: run ./lab.py serve", timeout=5)
 
     def on_session_failed(self, msg: SessionFailed) -> None:
         self.notify(msg.error, title="cannot open the lab", severity="error", timeout=30)
@@ -129,7 +148,7 @@ class HalabApp(App[None]):
         self.snapshots_applied += 1
         self.applied_ticket = max(self.applied_ticket, msg.ticket)
         no_lab = not snap.exists and all(n.state == "missing" for n in snap.nodes)
-        if no_lab and self._nolab is None:
+        if no_lab and self._nolab is None and not self.read_only:
             self._nolab = NoLabScreen(snap, snap.profile)
             self.push_screen(self._nolab)
         elif not no_lab and self._nolab is not None and not self._up_running:
@@ -153,6 +172,9 @@ class HalabApp(App[None]):
     def perform(self, action: str, node: str | None = None, **params: Any) -> None:
         """Run ``session.<action>(node, **params)`` in a worker thread. Actions on one node are
         serialised by their worker group; different nodes proceed in parallel."""
+        if self.read_only:
+            self.notify("This is a viewer: it cannot change the lab.", severity="warning", timeout=3)
+            return
         self.run_worker(
             partial(self._perform, action, node, params), name=f"{action} {node or ''}".strip(),
             group=f"action-{node or 'lab'}", thread=True, exclusive=True, exit_on_error=False,
@@ -233,12 +255,15 @@ class HalabApp(App[None]):
 
     def on_unmount(self) -> None:
         self._wake.set()
+        if self.feed is not None:
+            self.feed.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
         if self.session is not None:
             self.session.close()
 
 
-def make_app(session_factory: SessionFactory, settings: TuiSettings | None = None) -> HalabApp:
-    """The one way to build the app (CLI and tests)."""
-    return HalabApp(session_factory, settings)
+def make_app(session_factory: SessionFactory, settings: TuiSettings | None = None,
+             read_only: bool = False) -> HalabApp:
+    """The one way to build the app (CLI, browser viewers and tests)."""
+    return HalabApp(session_factory, settings, read_only)

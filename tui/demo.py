@@ -129,6 +129,7 @@ def demo_session(
     history: bool = True,
     conn: libvirt.virConnect | None = None,
     recorder: Runners | None = None,
+    keep_requests: bool = False,
     **session_kw: Any,
 ) -> LabSession:
     """A LabSession over a fresh ``test:///default`` lab (each connection has its own state)."""
@@ -139,7 +140,7 @@ def demo_session(
     rec = recorder or QuietRunners()
     state = state_dir or Path(tempfile.mkdtemp(prefix="halab-demo-"))
     virt = LabVirt(cfg, conn)
-    timeline = Timeline(keep_requests=False, clock=clock)
+    timeline = Timeline(keep_requests=keep_requests, clock=clock)  # True: scenarios can run
     faults = Faults(cfg, virt, ssh=rec.ssh_run, host_run=rec.host_run, state_dir=state, clock=clock)
     session = LabSession(cfg, virt=virt, faults=faults, timeline=timeline,
                          traffic=session_kw.pop("traffic", FakeTraffic()), clock=clock, **session_kw)

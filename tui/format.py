@@ -16,6 +16,16 @@ def clock(t: float, tz: tzinfo | None, millis: bool = True) -> str:
     return dt.strftime("%H:%M:%S") + (f".{dt.microsecond // 1000:03d}" if millis else "")
 
 
+STORY_WORDS = ("HAProxy", "detect", "recover", "step ", "scenario", "presenter", "VIP", "preset", "reset")
+
+
+def story_events(events: tuple[EventView, ...]) -> tuple[EventView, ...]:
+    """Only the events that change the story: what was done to the lab (faults, traffic, steps),
+    failed actions, HAProxy's verdicts, detection and recovery; health flaps are left out."""
+    return tuple(e for e in events if e.kind in ("fault", "error")
+                 or any(w in e.text for w in STORY_WORDS))
+
+
 def event_lines(events: tuple[EventView, ...], tz: tzinfo | None) -> list[str]:
     """Timeline lines as Content markup: faults in bold with their time; what followed as
     "+1.4 s" after the fault."""

@@ -40,6 +40,16 @@ LAB_KEYS: tuple[KeySpec, ...] = (
     KeySpec("R", "reset", "reset",
             "Reset the whole lab to its `ready` checkpoint (what changed since is gone)", "R", True),
 )
+STORY_KEYS: tuple[KeySpec, ...] = (
+    KeySpec("space", "story_next", "next", "Story: go on with the step that waits for the presenter",
+            "space"),
+    KeySpec("a", "story_auto", "run on", "Story: run on without pauses", "a"),
+)
+VIEW_KEYS: tuple[KeySpec, ...] = (
+    KeySpec("v", "projector", "projector", "Projector layout: fewer, larger panels (again: back)", "v"),
+    KeySpec("f", "quiet_events", "quiet", "Events: only what changes the story (faults, HAProxy DOWN/UP, "
+            "detection, recovery, steps); again: everything", "f"),
+)
 APP_KEYS: tuple[KeySpec, ...] = (
     KeySpec("question_mark,f1", "help", "help", "This help", "?"),
     KeySpec("q", "quit", "quit", "Quit (the lab keeps running; `./lab.py down` removes it)", "q"),
@@ -51,7 +61,8 @@ MOVE_KEYS: tuple[tuple[str, str], ...] = (
     ("ctrl+p", "Command palette (themes and more)"),
 )
 
-ALL_KEYS = NODE_KEYS + LAB_KEYS + APP_KEYS
+ALL_KEYS = NODE_KEYS + LAB_KEYS + STORY_KEYS + VIEW_KEYS + APP_KEYS
+VIEWER_KEYS = VIEW_KEYS + APP_KEYS  # a browser viewer: no key that changes the lab exists
 
 
 def bindings(specs: tuple[KeySpec, ...]) -> list[Binding]:

@@ -26,13 +26,16 @@ class TuiSettings:
     theme: str | None = None  # a Textual theme name; None keeps Textual's default
     tz: tzinfo | None = None  # None: local time (tests pin UTC)
     live: bool = True  # poll the session; False only in tests that feed snapshots by hand
+    projector: bool = False  # start in the projector layout (fewer, larger panels; `v` toggles)
+    publish: bool = False  # share the live snapshots with browser viewers (halab.feed)
 
     def with_overrides(self, **changes: Any) -> TuiSettings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 _YAML_KEYS = {"confirm_destructive": bool, "refresh_hz": (int, float), "graph_seconds": int,
-              "netem_delay_ms": (int, float), "rate_step": (int, float), "theme": str}
+              "netem_delay_ms": (int, float), "rate_step": (int, float), "theme": str,
+              "projector": bool}
 
 
 def default_settings_path() -> Path:

@@ -109,3 +109,29 @@ def test_no_lab_progress_and_error(snap_compare, tmp_path, size):
         await pilot.pause(0.1)
 
     assert snap_compare(_nolab_app(tmp_path), terminal_size=size, run_before=before)
+
+
+def _story_session(tmp_path):
+    """The demo lab in the middle of the built-in mq story: waiting for the presenter at step 4."""
+    from halab.scenarios import load_scenario
+    from halab.story import HypothesisView, Story
+
+    session = demo_session(state_dir=tmp_path)
+    story = Story.for_scenario(load_scenario("story-mq-loss"))
+    for i in (1, 2, 3, 4):
+        story.begin(i)
+    story.hypotheses([HypothesisView("read_availability >= 99.9 %", "run", "holding"),
+                      HypothesisView("failed_pages == 0", "run", "holding"),
+                      HypothesisView("read-only cloud", "step 7", "pending")])
+    session._story = story
+    return session
+
+
+def test_story_panel(snap_compare, tmp_path):
+    app = make_app(lambda: _story_session(tmp_path), TuiSettings(tz=UTC))
+    assert snap_compare(app, terminal_size=(100, 30), run_before=_settled)
+
+
+def test_projector_layout(snap_compare, tmp_path):
+    app = make_app(lambda: _story_session(tmp_path), TuiSettings(tz=UTC, projector=True))
+    assert snap_compare(app, terminal_size=(100, 30), run_before=_settled)

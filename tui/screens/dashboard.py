@@ -11,13 +11,18 @@ from textual.screen import Screen
 
 from halab import fault_kinds
 from halab.session import LabSnapshot, NodeView
-from tui.keys import ALL_KEYS, bindings
+from tui.keys import ALL_KEYS, STORY_KEYS, VIEW_KEYS, VIEWER_KEYS, KeySpec, bindings
 from tui.screens.dialogs import ConfirmScreen, HelpScreen, LatencyScreen, ScenarioScreen
 from tui.widgets.graphs import LatencyGraph, RequestsGraph
 from tui.widgets.panels import FailoverPanel, KeyBar, StatusLine, Timeline
+from tui.widgets.story import StoryPanel
 from tui.widgets.topology import Topology, topology_title
 
-# What each confirmation explains: the fault registry's words, plus the scenario key's.
+STAGES = ("topology", "graphs", "events", "failover", "story")  # what a story's `show:` may name
+PANEL_IDS = {"topology": "topology-box", "graphs": "graphs", "events": "timeline", "failover": "failover",
+             "story": "story"}
+
+# What each confirmation explains: the fault registry's words, plus the lab-wide actions'.
 WHY = {k.name: k.why for k in fault_kinds.KINDS if k.why} | {
     "scenario": "Runs the scripted scenario unattended; it injects faults of its own.",
     "reset": "Every node back to the `ready` checkpoint, together (seconds): servers created, faults "
@@ -26,6 +31,8 @@ WHY = {k.name: k.why for k in fault_kinds.KINDS if k.why} | {
 
 
 class DashboardScreen(Screen):
+    KEYS: tuple[KeySpec, ...] = ALL_KEYS
+    READ_ONLY = False
     BINDINGS = [
         *bindings(ALL_KEYS),
         *[Binding(str(i), f"select({i - 1})", show=False) for i in range(1, 10)],
@@ -34,6 +41,8 @@ class DashboardScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.applied = 0
+        self.projector = False
+        self.stage = ""  # the panel a story step put on stage (`show:`); none until one does
 
     def compose(self) -> ComposeResult:
         tz = self.app.settings.tz
@@ -41,21 +50,55 @@ class DashboardScreen(Screen):
         yield StatusLine(tz, id="status")
         with Vertical(id="topology-box"):
             yield Topology(id="topology")
+        yield StoryPanel(keys=not self.READ_ONLY, id="story")
         with Horizontal(id="graphs"):
             yield RequestsGraph(seconds, id="requests")
             yield LatencyGraph(seconds, id="latency")
         with Horizontal(id="bottom"):
             yield Timeline(tz, id="timeline")
             yield FailoverPanel(id="failover")
-        yield KeyBar(ALL_KEYS, id="keybar")
+        # The story and view keys are in the story panel's hint and the help screen: the bar keeps
+        # its two lines at 80 columns.
+        yield KeyBar(tuple(k for k in self.KEYS if k not in STORY_KEYS + VIEW_KEYS) or self.KEYS,
+                     id="keybar")
 
     def on_mount(self) -> None:
         self.query_one("#topology-box").border_title = "lab"
         self.query_one("#timeline").border_title = "events"
         self.query_one("#failover").border_title = "last failover"
+        self.query_one("#story").border_title = "story"
         self.query_one(Topology).focus()
+        self.set_projector(self.app.settings.projector)
         if self.app.snapshot is not None:
             self.show_snapshot(self.app.snapshot)
+
+    # ---- layout: projector, stage, quiet events ------------------------------------------------
+    def set_projector(self, on: bool) -> None:
+        """Fewer, larger panels for a room: topology, the story and one panel on stage."""
+        self.projector = on
+        self.set_class(on, "-projector")
+        self._apply_stage()
+
+    def set_stage(self, panel: str) -> None:
+        if panel in STAGES and panel != self.stage:
+            self.stage = panel
+            self._apply_stage()
+
+    def _apply_stage(self) -> None:
+        for name in STAGES:
+            self.set_class(name == self.stage, f"-stage-{name}")
+            self.query_one(f"#{PANEL_IDS[name]}").set_class(name == self.stage and not self.projector,
+                                                            "-on-stage")
+
+    def action_projector(self) -> None:
+        self.set_projector(not self.projector)
+        self.notify("projector layout" if self.projector else "full layout", timeout=2)
+
+    def action_quiet_events(self) -> None:
+        tl = self.query_one(Timeline)
+        tl.set_quiet(not tl.quiet)
+        self.query_one("#timeline").border_title = "events (story only)" if tl.quiet else "events"
+        self.notify("events: only what changes the story" if tl.quiet else "events: everything", timeout=2)
 
     def show_snapshot(self, s: LabSnapshot) -> None:
         if not self.is_mounted:
@@ -67,6 +110,10 @@ class DashboardScreen(Screen):
         self.query_one(LatencyGraph).show(s)
         self.query_one(Timeline).show(s)
         self.query_one(FailoverPanel).show(s)
+        self.set_class(s.story is not None, "-story")
+        self.query_one(StoryPanel).show(s.story)
+        if s.story is not None and s.story.show:
+            self.set_stage(s.story.show)
         self.applied += 1
 
     # ---- selection ---------------------------------------------------------------------------
@@ -86,6 +133,9 @@ class DashboardScreen(Screen):
             **params: Any) -> None:
         """Run a session action in a worker, after a confirmation if it is destructive."""
         app = self.app
+        if self.READ_ONLY:
+            self.notify("This is a viewer: it cannot change the lab.", severity="warning", timeout=3)
+            return
         if confirm and app.settings.confirm_destructive:
             def answered(ok: bool | None) -> None:
                 if ok:
@@ -190,8 +240,32 @@ class DashboardScreen(Screen):
 
         self.app.push_screen(ScenarioScreen(paths), chosen)
 
+    def action_story_next(self) -> None:
+        self._do("story_next", None)
+
+    def action_story_auto(self) -> None:
+        self._do("story_run_on", None)
+
     def action_help(self) -> None:
-        self.app.push_screen(HelpScreen())
+        self.app.push_screen(HelpScreen(self.KEYS))
 
     def action_quit(self) -> None:
         self.app.action_quit()
+
+
+class ViewerDashboard(DashboardScreen):
+    """The dashboard a browser viewer gets: the same panels, only keys that change the view (no key
+    that acts on the lab is bound, and ``_do`` refuses in any case)."""
+
+    KEYS = VIEWER_KEYS
+    READ_ONLY = True
+    INHERIT_BINDINGS = False
+    ALLOWED = frozenset({*(k.action for k in VIEWER_KEYS), "select"})
+    BINDINGS = [
+        *bindings(VIEWER_KEYS),
+        *[Binding(str(i), f"select({i - 1})", show=False) for i in range(1, 10)],
+    ]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Belt and braces: an action reached any other way (a click, the palette) is refused."""
+        return action in self.ALLOWED

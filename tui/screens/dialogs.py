@@ -13,7 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from tui.keys import ALL_KEYS, MOVE_KEYS
+from tui.keys import ALL_KEYS, MOVE_KEYS, KeySpec
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -126,9 +126,13 @@ class ScenarioScreen(ModalScreen[Path | None]):
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark,f1", "close", "close", show=False)]
 
+    def __init__(self, keys: tuple[KeySpec, ...] = ALL_KEYS) -> None:
+        super().__init__()
+        self.keys = keys
+
     def compose(self) -> ComposeResult:
         rows = [f"[b $accent]{escape(s.shown):>5}[/]  {escape(s.help)}"
-                + ("  [$text-muted](asks first)[/]" if s.destructive else "") for s in ALL_KEYS]
+                + ("  [$text-muted](asks first)[/]" if s.destructive else "") for s in self.keys]
         rows += [f"[b $accent]{escape(k):>5}[/]  {escape(h)}" for k, h in MOVE_KEYS]
         with Vertical(id="dialog", classes="dialog help"):
             yield Label("[b]halab keys[/]  (Esc closes)")

@@ -37,6 +37,14 @@ class Timeline(VerticalScroll):
         self.tz = tz
         self._seq = -1
         self._body = Static("", id="timeline-body")
+        self.quiet = False  # only the events that change the story
+        self._last: LabSnapshot | None = None
+
+    def set_quiet(self, on: bool) -> None:
+        self.quiet = on
+        self._seq = -1
+        if self._last is not None:
+            self.show(self._last)
 
     def compose(self):
         yield self._body
@@ -46,12 +54,14 @@ class Timeline(VerticalScroll):
         return str(self._body.render())
 
     def show(self, s: LabSnapshot) -> None:
+        self._last = s
         seq = s.last_event_seq
         if seq == self._seq:
             return
         self._seq = seq
         follow = self.scroll_y >= self.max_scroll_y - 1
-        lines = fmt.event_lines(s.events, self.tz) or ["[$text-muted]No events yet.[/]"]
+        events = fmt.story_events(s.events) if self.quiet else s.events
+        lines = fmt.event_lines(events, self.tz) or ["[$text-muted]No events yet.[/]"]
         self._body.update(Content.from_markup("\n".join(lines)))
         if follow:
             self.call_after_refresh(self.scroll_end, animate=False)
