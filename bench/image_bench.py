@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from halab import image  # noqa: E402
+from halab.lab import image  # noqa: E402
 from halab.paths import cache_dir  # noqa: E402
 
 

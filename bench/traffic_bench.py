@@ -24,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from halab.config import TrafficSettings  # noqa: E402
-from halab.timeline import Timeline, percentile  # noqa: E402
-from halab.traffic import TrafficGenerator  # noqa: E402
+from halab.lab.config import TrafficSettings  # noqa: E402
+from halab.observe.timeline import Timeline, percentile  # noqa: E402
+from halab.observe.traffic import TrafficGenerator  # noqa: E402
 from tests.support.fake_api import fake_api_process  # noqa: E402
 
 

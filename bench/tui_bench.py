@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from halab.timeline import RequestRecord
+from halab.observe.timeline import RequestRecord
 from tui import TuiSettings, make_app
 from tui.demo import demo_session
 from tui.widgets.panels import Timeline
@@ -145,7 +145,7 @@ async def bench(seconds: float, rate: float) -> dict:
             "key_to_event": max(latencies) <= 200,
         },
         "notes": "headless Textual (run_test); the feed pushes request records through the real "
-                 "halab.timeline.Timeline; test:///default libvirt; the real traffic generator's own "
+                 "halab.observe.timeline.Timeline; test:///default libvirt; the real traffic generator's own "
                  "CPU is not included",
     }
 

@@ -11,12 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from halab.config import LabConfig, load_config
 from halab.errors import UsageError
+from halab.lab.config import LabConfig, load_config
 
 
 def config_from(args: argparse.Namespace) -> LabConfig:
-    from halab.lifecycle import lab_accel
+    from halab.lab.lifecycle import lab_accel
 
     cfg = load_config(getattr(args, "config", None), getattr(args, "profile", None))
     return cfg.for_accel(lab_accel(cfg))

@@ -8,8 +8,8 @@ import sys
 import yaml
 
 from cli.common import config_from
-from halab.config import load_config
 from halab.errors import ConfigError
+from halab.lab.config import load_config
 
 
 def register(sub) -> None:

@@ -7,7 +7,7 @@ import sys
 import time
 
 from cli.common import config_from, print_json
-from halab.doctor import all_required_ok, chosen_accel, run_checks
+from halab.lab.doctor import all_required_ok, chosen_accel, run_checks
 
 
 def register(sub) -> None:

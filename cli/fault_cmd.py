@@ -10,9 +10,9 @@ import time
 from cli.common import check_output_files, config_from, number_in, print_json
 from halab import fault_kinds
 from halab.atomic import write_atomic
-from halab.config import MAX_RATE, MIN_RATE
 from halab.errors import UsageError
-from halab.runtime import open_live_lab
+from halab.lab.config import MAX_RATE, MIN_RATE
+from halab.live.runtime import open_live_lab
 
 # The commands that take a node and nothing else of their own, from the fault registry (netem has
 # its number flags; netem-clear is `netem --clear`).
@@ -146,7 +146,7 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def _print_item(item) -> None:
-    from halab.timeline import Event, TrafficBucket
+    from halab.observe.timeline import Event, TrafficBucket
 
     if isinstance(item, Event):
         stamp = time.strftime("%H:%M:%S", time.localtime(item.at)) + f".{int(item.at * 1000) % 1000:03d}"
@@ -161,7 +161,7 @@ def _print_item(item) -> None:
 
 
 def _measure(args: argparse.Namespace) -> int:
-    from halab.experiments import MeasurePlan, run_measurement
+    from halab.chaos.experiments import MeasurePlan, run_measurement
 
     check_output_files(args, "json", "timeline")
     params = measure_params(args)

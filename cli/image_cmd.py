@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from cli.common import print_json
-from halab import image
+from halab.lab import image
 
 
 def register(sub) -> None:

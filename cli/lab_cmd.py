@@ -7,7 +7,7 @@ import sys
 import threading
 
 from cli.common import config_from, print_json
-from halab import lifecycle
+from halab.lab import lifecycle
 
 
 def register(sub) -> None:
@@ -127,8 +127,8 @@ def _status(args: argparse.Namespace) -> int:
     roles = None
     stopped = bool(nodes) and all(n.state == "saved" for n in nodes)
     if not args.no_ssh and not stopped:
-        from halab.runtime import open_live_lab, role_health
-        from halab.ssh import HostKeyMismatch
+        from halab.lab.ssh import HostKeyMismatch
+        from halab.live.runtime import open_live_lab, role_health
 
         try:
             with open_live_lab(cfg) as live:

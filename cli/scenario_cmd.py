@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cli.common import check_output_files, config_from, number_in, print_json
 from halab.atomic import write_atomic
-from halab.config import MAX_RATE, MIN_RATE, PROFILES
+from halab.lab.config import MAX_RATE, MIN_RATE, PROFILES
 
 
 def register(sub) -> None:
@@ -61,8 +61,8 @@ def _say(msg: str) -> None:
 
 
 def _list(_args: argparse.Namespace) -> int:
+    from halab.chaos.scenarios import builtin_scenarios, load_scenario
     from halab.errors import ConfigError
-    from halab.scenarios import builtin_scenarios, load_scenario
 
     for path in builtin_scenarios():
         try:
@@ -77,8 +77,8 @@ def _list(_args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from halab.chaos.scenarios import load_scenario
     from halab.errors import ConfigError, UsageError
-    from halab.scenarios import load_scenario
 
     cfg = config_from(args) if getattr(args, "config", None) else None
     bad = 0
@@ -114,7 +114,7 @@ def _print_result(result) -> None:
 
 
 def _report(result, directory: str, live) -> None:
-    from halab.report import write_report
+    from halab.report.writer import write_report
 
     paths = write_report(result, directory)
     tl = Path(directory) / f"{result.scenario}.timeline.jsonl"
@@ -124,14 +124,14 @@ def _report(result, directory: str, live) -> None:
 
 def _reset_first(cfg, name: str) -> None:
     """--reset: every run starts from the same known-good cut, so runs are repeatable."""
-    from halab.scenarios import lab_resetter
+    from halab.chaos.scenarios import lab_resetter
 
     _say(f"reset to checkpoint {name}: {lab_resetter(cfg)(name)}")
 
 
 def _run(args: argparse.Namespace) -> int:
-    from halab.runtime import open_live_lab, ssh_runner
-    from halab.scenarios import lab_resetter, load_scenario, push_haproxy_config, run_loaded
+    from halab.chaos.scenarios import lab_resetter, load_scenario, push_haproxy_config, run_loaded
+    from halab.live.runtime import open_live_lab, ssh_runner
 
     cfg = config_from(args)
     sc = load_scenario(args.file)
@@ -152,11 +152,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from halab.config import HAPROXY_PRESETS
+    from halab.chaos.scenarios import lab_resetter, load_scenario, push_haproxy_config, run_loaded
     from halab.errors import UsageError
-    from halab.report import comparison, write_compare, write_report
-    from halab.runtime import open_live_lab, ssh_runner
-    from halab.scenarios import lab_resetter, load_scenario, push_haproxy_config, run_loaded
+    from halab.lab.config import HAPROXY_PRESETS
+    from halab.live.runtime import open_live_lab, ssh_runner
+    from halab.report.writer import comparison, write_compare, write_report
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     bad = [p for p in presets if p not in HAPROXY_PRESETS]
@@ -197,7 +197,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from halab.bench import run_bench
+    from halab.live.bench import run_bench
 
     check_output_files(args, "json", "timeline")
     cfg = config_from(args)

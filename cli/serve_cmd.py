@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--port must be between 1 and 65535 (got {args.port})")
     if args.replay:
         from cli.tui_cmd import replay_factory
-        from halab.replay import lab_of, read_recording
+        from halab.live.replay import lab_of, read_recording
 
         factory = replay_factory(args.replay, args.speed, args.step)
         lab = "replay-" + lab_of(read_recording(args.replay)).name
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = config_from(args)
 
         def factory():
-            from halab.session import LabSession
+            from halab.live.session import LabSession
 
             return LabSession(cfg)
 

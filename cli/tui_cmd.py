@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = config_from(args)  # config errors are reported before the screen takes over
 
         def factory():
-            from halab.session import LabSession
+            from halab.live.session import LabSession
 
             return LabSession(cfg)
 
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 def replay_factory(path: str, speed: float, step: bool):
     """Read the recording before the screen takes over, so a bad file is a located error."""
     from halab.errors import UsageError
-    from halab.replay import ReplaySession, read_recording
+    from halab.live.replay import ReplaySession, read_recording
 
     if not 0.1 <= speed <= 1000:
         raise UsageError(f"--speed must be between 0.1 and 1000 (got {speed:g})")

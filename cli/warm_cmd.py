@@ -6,7 +6,7 @@ import argparse
 import time
 
 from cli.common import config_from, print_json
-from halab import checkpoint as warm
+from halab.lab import checkpoint as warm
 
 
 def register(sub) -> None:

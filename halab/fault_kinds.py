@@ -3,7 +3,7 @@
 Each front end asks this module instead of keeping its own list — the CLI's commands and `measure
 --fault` choices, the scenario validator's actions and params, the measurement's expected detection,
 the TUI's labels and explanations, the fault store's record kinds. A new fault is one entry here
-(and its method on ``halab.faults.Faults``); a test checks every front end against the registry.
+(and its method on ``halab.chaos.faults.Faults``); a test checks every front end against the registry.
 
 This module imports nothing from halab: the observing and the chaos modules may both use it.
 """
@@ -55,7 +55,7 @@ class FaultKind:
 
     @property
     def method(self) -> str:
-        """The ``halab.faults.Faults`` method that does it."""
+        """The ``halab.chaos.faults.Faults`` method that does it."""
         return self.name.replace("-", "_")
 
     @property

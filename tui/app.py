@@ -14,7 +14,7 @@ from textual.app import App
 from textual.worker import get_current_worker
 
 from halab.errors import HalabError
-from halab.session import LabSession, LabSnapshot
+from halab.live.session import LabSession, LabSnapshot
 from tui.messages import (
     ActionDone,
     ActionFailed,
@@ -63,7 +63,7 @@ class HalabApp(App[None]):
         self._nolab: NoLabScreen | None = None
         self._up_running = False
         self.exit_note = ""
-        self.feed: Any = None  # halab.feed.FeedServer while this TUI publishes
+        self.feed: Any = None  # halab.live.feed.FeedServer while this TUI publishes
 
     # ---- start -------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -91,7 +91,7 @@ class HalabApp(App[None]):
     def _publish(self) -> None:
         """Share this TUI's snapshots with browser viewers (``./lab.py serve`` attaches to them):
         the viewers see exactly what the presenter sees, and add nothing to the lab."""
-        from halab.feed import FeedServer, feed_paths, load_or_create_token
+        from halab.live.feed import FeedServer, feed_paths, load_or_create_token
 
         name = getattr(getattr(self.session, "cfg", None), "name", "lab")
         try:

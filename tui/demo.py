@@ -12,11 +12,11 @@ from typing import Any, Protocol
 
 import libvirt
 
-from halab.config import LabConfig, parse_config
-from halab.faults import Faults
-from halab.session import FailoverView, LabSession, synthetic_points
-from halab.timeline import Timeline
-from halab.virt import LabVirt, ownership_xml
+from halab.chaos.faults import Faults
+from halab.lab.config import LabConfig, parse_config
+from halab.lab.virt import LabVirt, ownership_xml
+from halab.live.session import FailoverView, LabSession, synthetic_points
+from halab.observe.timeline import Timeline
 
 T0 = 1_767_268_800.0  # 2026-01-01 12:00:00 UTC: recorded samples start here
 

@@ -6,7 +6,7 @@ from datetime import datetime, tzinfo
 
 from textual.markup import escape
 
-from halab.session import EventView, FailoverView, LabSnapshot, NodeView
+from halab.live.session import EventView, FailoverView, LabSnapshot, NodeView
 
 FOLLOW_UP_S = 300.0  # events this soon after a fault are shown as "+x.x s" after it
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from textual.message import Message
 
-from halab.session import ActionResult, LabSnapshot, UpProgress
+from halab.live.session import ActionResult, LabSnapshot, UpProgress
 
 
 class SnapshotReady(Message):

@@ -1,5 +1,5 @@
 """`./lab.py serve`: the dashboard in web browsers through textual-serve, every viewer attached to
-the one presenter's live snapshots (``halab.feed``), read-only.
+the one presenter's live snapshots (``halab.live.feed``), read-only.
 
 textual-serve starts one app process per browser connection; each runs ``tui.viewer``, which reads
 the presenter's feed instead of opening the lab. If a presenter's TUI already publishes this lab
@@ -25,7 +25,7 @@ from aiohttp import web
 from textual_serve.server import Server
 
 from halab.errors import UsageError
-from halab.feed import FeedServer, feed_alive, feed_paths, load_or_create_token
+from halab.live.feed import FeedServer, feed_alive, feed_paths, load_or_create_token
 from tui.viewer import FEED_SOCKET_ENV, FEED_TOKEN_ENV
 
 COOKIE = "halab_viewer"

@@ -27,7 +27,7 @@ class TuiSettings:
     tz: tzinfo | None = None  # None: local time (tests pin UTC)
     live: bool = True  # poll the session; False only in tests that feed snapshots by hand
     projector: bool = False  # start in the projector layout (fewer, larger panels; `v` toggles)
-    publish: bool = False  # share the live snapshots with browser viewers (halab.feed)
+    publish: bool = False  # share the live snapshots with browser viewers (halab.live.feed)
 
     def with_overrides(self, **changes: Any) -> TuiSettings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})

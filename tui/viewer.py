@@ -15,7 +15,7 @@ FEED_TOKEN_ENV = "HALAB_FEED_TOKEN"
 
 def main() -> int:
     from halab.errors import HalabError
-    from halab.feed import FeedClient, ViewerSession
+    from halab.live.feed import FeedClient, ViewerSession
     from tui import TuiSettings, make_app
 
     sock, token = os.environ.get(FEED_SOCKET_ENV), os.environ.get(FEED_TOKEN_ENV)

@@ -30,7 +30,7 @@ step() {
 }
 
 # Timeouts below are KVM seconds; under TCG every guest instruction is emulated (10-20x slower),
-# so halab renders a larger factor for a TCG lab (halab.cloudinit.TIMEOUT_SCALE).
+# so halab renders a larger factor for a TCG lab (halab.lab.cloudinit.TIMEOUT_SCALE).
 HALAB_TIMEOUT_SCALE={{timeout_scale}}
 
 # wait_for SECONDS command args... : retry until the command succeeds, or fail after SECONDS

@@ -109,7 +109,7 @@ def wait_for(drv, words, timeout=90.0) -> str:
 
 
 def presenter_snapshot(state: Path):
-    from halab.feed import FeedClient
+    from halab.live.feed import FeedClient
 
     client = FeedClient(state / "feed.sock", (state / "feed.token").read_text().strip())
     try:

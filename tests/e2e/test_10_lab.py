@@ -40,7 +40,7 @@ def _cfg(lab):
     import os
 
     os.environ["HALAB_STATE"] = lab.env["HALAB_STATE"]
-    from halab.config import load_config
+    from halab.lab.config import load_config
 
     return load_config(lab.config)
 
@@ -100,8 +100,8 @@ def test_four_heartbeats_are_fresh(lab):
 
 
 def test_haproxy_shows_four_backends_up(lab):
-    from halab.probes import parse_haproxy_csv
-    from halab.secrets import load_or_create_secrets
+    from halab.lab.secrets import load_or_create_secrets
+    from halab.observe.probes import parse_haproxy_csv
 
     cfg = _cfg(lab)
     secrets = load_or_create_secrets(cfg)
@@ -116,8 +116,8 @@ def test_wrong_host_key_is_refused(lab, tmp_path):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from halab.secrets import load_or_create_keys
-    from halab.ssh import HostKeyMismatch, NodeSSH
+    from halab.lab.secrets import load_or_create_keys
+    from halab.lab.ssh import HostKeyMismatch, NodeSSH
 
     cfg = _cfg(lab)
     keys = load_or_create_keys(cfg)

@@ -31,7 +31,7 @@ def _checkpoints(lab) -> dict[str, dict]:
 
 def _clock_offsets(lab) -> dict[str, float]:
     """Each guest's clock minus the host's, read independently of halab's own stepping."""
-    from halab.lifecycle import lab_ssh
+    from halab.lab.lifecycle import lab_ssh
 
     cfg = _cfg(lab)
     ssh = lab_ssh(cfg)

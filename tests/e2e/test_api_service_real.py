@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from halab.cloudinit import api_config, node_variables, render_template
-from halab.config import parse_config
+from halab.lab.cloudinit import api_config, node_variables, render_template
+from halab.lab.config import parse_config
+from halab.lab.secrets import LabSecrets
 from halab.paths import project_root
-from halab.secrets import LabSecrets
 
 pytestmark = pytest.mark.e2e
 

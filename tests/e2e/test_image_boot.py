@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from halab import image
+from halab.lab import image
 
 pytestmark = pytest.mark.e2e
 

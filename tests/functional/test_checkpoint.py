@@ -10,11 +10,11 @@ import stat
 import libvirt
 import pytest
 
-from halab import checkpoint as warm
-from halab.config import parse_config
+from halab.chaos.faults import ActiveFault, Faults, FaultStore
 from halab.errors import UsageError
-from halab.faults import ActiveFault, Faults, FaultStore
-from halab.virt import DomainState, LabVirt, ownership_xml
+from halab.lab import checkpoint as warm
+from halab.lab.config import parse_config
+from halab.lab.virt import DomainState, LabVirt, ownership_xml
 
 LAB = "cp1"
 YAML = f"name: {LAB}\nroles: {{api: {{count: 2}}}}\n"
@@ -179,13 +179,13 @@ def test_stateful_nodes_are_never_revived_warm(lab, tmp_path):
 def test_revive_policy(lab, tmp_path, monkeypatch):
     virt, _disks = lab
     faults = Faults(CFG, virt, state_dir=tmp_path, clock_ssh=None)
-    monkeypatch.setattr("halab.lifecycle.lab_accel", lambda _cfg: "tcg")
+    monkeypatch.setattr("halab.lab.lifecycle.lab_accel", lambda _cfg: "tcg")
     assert faults.revive_kind("api-1") == "cold", "no checkpoint yet: auto boots"
     warm.WarmLab(CFG, virt).save("ready")
     assert faults.revive_kind("api-1") == "warm"
     assert faults.revive_kind("haproxy-1") == "warm"
     assert faults.revive_kind("mq-1") == "cold"
-    monkeypatch.setattr("halab.lifecycle.lab_accel", lambda _cfg: "kvm")
+    monkeypatch.setattr("halab.lab.lifecycle.lab_accel", lambda _cfg: "kvm")
     assert faults.revive_kind("api-1") == "cold", "on KVM a boot is cheap"
     cold = parse_config(YAML + "revive: cold\n", "lab.yaml", host_mem_mib=1 << 20)
     cold_faults = Faults(cold, LabVirt(cold, virt.conn), state_dir=tmp_path, clock_ssh=None)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import libvirt
 import pytest
 
-from halab.config import parse_config
-from halab.virt import ownership_xml, sweep_lab
+from halab.lab.config import parse_config
+from halab.lab.virt import ownership_xml, sweep_lab
 
 CFG = parse_config("name: swp\n", "lab.yaml", host_mem_mib=1 << 20)
 
@@ -65,7 +65,7 @@ def test_sweep_leaves_nothing_of_the_lab_and_spares_a_foreign_domain(conn) -> No
 
 def test_down_without_state_sweeps_leftovers(conn, tmp_path, monkeypatch) -> None:
     """A kill before Terraform wrote any state: `down` still finds the lab's domain by its tag."""
-    from halab import lifecycle
+    from halab.lab import lifecycle
 
     monkeypatch.setenv("HALAB_STATE", str(tmp_path / "state"))
     n = CFG.nodes()[1]
@@ -80,7 +80,7 @@ def test_down_without_state_sweeps_leftovers(conn, tmp_path, monkeypatch) -> Non
 
 
 def test_a_same_named_domain_that_is_not_the_labs_is_refused_never_imported(conn) -> None:
-    from halab.virt import ForeignDomain, foreign_domains, refuse_foreign_domains
+    from halab.lab.virt import ForeignDomain, foreign_domains, refuse_foreign_domains
 
     nodes = CFG.nodes()
     conn.defineXML(_dom_xml(CFG.domain_name(nodes[0]), None))
@@ -97,8 +97,8 @@ def test_a_same_named_domain_that_is_not_the_labs_is_refused_never_imported(conn
 
 def test_the_wait_for_nodes_starts_a_node_that_is_shut_off(conn) -> None:
     """`up`'s wait notices a node that is shut off, says so, and starts it (at most MAX_RESTARTS times)."""
-    from halab import lifecycle
     from halab.errors import HalabError
+    from halab.lab import lifecycle
 
     cfg = parse_config("name: swp\nlibvirt_uri: test:///default\n", "lab.yaml", host_mem_mib=1 << 20)
     n = cfg.nodes()[0]

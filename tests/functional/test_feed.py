@@ -9,7 +9,7 @@ import time
 import pytest
 
 from halab.errors import HalabError, UsageError
-from halab.feed import (
+from halab.live.feed import (
     FeedClient,
     FeedServer,
     ViewerReadOnly,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from halab import accel
-from halab.config import parse_config
+from halab.lab import accel
+from halab.lab.config import parse_config
 
 pytestmark = pytest.mark.skipif(shutil.which(accel.QEMU) is None, reason="QEMU not installed")
 

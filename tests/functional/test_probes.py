@@ -11,8 +11,9 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from halab.config import parse_config
-from halab.probes import (
+from halab.lab.config import parse_config
+from halab.lab.virt import LabVirt, ownership_xml
+from halab.observe.probes import (
     ChangeDetector,
     GaleraSample,
     HAProxyProbe,
@@ -28,8 +29,7 @@ from halab.probes import (
     parse_rabbitmq_cluster_status,
     parse_wsrep_status,
 )
-from halab.timeline import Timeline
-from halab.virt import LabVirt, ownership_xml
+from halab.observe.timeline import Timeline
 from tests.support.fake_api import FakeAPI
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures"
@@ -127,7 +127,7 @@ def test_os_services_and_healthcheck():
 def test_http_probes_against_fake_api():
     with FakeAPI(("api-1",)) as api:
         def fetch(host, port, path, timeout, auth=None):
-            from halab.probes import http_get
+            from halab.observe.probes import http_get
             return http_get("127.0.0.1", api.port if host == "10.0.0.1" else 1, path, timeout, auth)
 
         hp = HealthProbe({"api-1": "10.0.0.1", "api-2": "10.0.0.2"}, fetch=fetch)
@@ -258,8 +258,8 @@ def _one_shot_server(reply: bytes | None):
 
 
 def test_amqp_probe_needs_a_real_protocol_answer():
-    from halab.config import parse_config
-    from halab.probes import AMQP_HEADER, AmqpProbe, ProbeSet, amqp_answers
+    from halab.lab.config import parse_config
+    from halab.observe.probes import AMQP_HEADER, AmqpProbe, ProbeSet, amqp_answers
 
     # Connection.Start: frame type 1 (method), channel 0, then size and payload.
     port, got = _one_shot_server(b"\x01\x00\x00\x00\x00\x01\xf4\x00\x0a\x00\x0a")

@@ -17,7 +17,7 @@ from tf.utils import Diagnostics, read_dynamic_value, to_dynamic_value
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-from halab.tfmirror import provider_dir
+from halab.lab.tfmirror import provider_dir
 
 sys.path.insert(0, str(provider_dir()))
 

@@ -20,8 +20,8 @@ from tfdev import DevProvider, sample_tfvars
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-from halab.terraform import Drift, ResourceComplete, TerraformClient, prepare_workdir
-from halab.tfmirror import ensure_mirror, module_dir
+from halab.lab.terraform import Drift, ResourceComplete, TerraformClient, prepare_workdir
+from halab.lab.tfmirror import ensure_mirror, module_dir
 
 pytestmark = pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
 
@@ -130,7 +130,7 @@ def _ids(client: TerraformClient) -> list[tuple[str, str]]:
 def test_empty_state_is_rebuilt_by_import_and_converges(tmp_path: Path, mirror, dev: DevProvider) -> None:
     """A run killed while Terraform wrote its state leaves terraform.tfstate empty: with no backup,
     halab moves it aside and imports the lab's objects; the next plan then says "no changes"."""
-    from halab.terraform import BACKUP_FILE, STATE_FILE, clear_imports, repair_state, write_imports
+    from halab.lab.terraform import BACKUP_FILE, STATE_FILE, clear_imports, repair_state, write_imports
 
     wd = prepare_workdir(tmp_path / "wd", sample_tfvars(tmp_path, lab="tfcrash"))
     client = TerraformClient(wd, mirror=mirror)
@@ -158,7 +158,7 @@ def test_empty_state_is_rebuilt_by_import_and_converges(tmp_path: Path, mirror, 
 
 
 def test_damaged_state_restored_from_terraforms_backup(tmp_path: Path, mirror, dev: DevProvider) -> None:
-    from halab.terraform import BACKUP_FILE, STATE_FILE, repair_state
+    from halab.lab.terraform import BACKUP_FILE, STATE_FILE, repair_state
 
     wd = prepare_workdir(tmp_path / "wd", sample_tfvars(tmp_path, lab="tfbackup"))
     client = TerraformClient(wd, mirror=mirror)
@@ -177,7 +177,7 @@ def test_damaged_state_restored_from_terraforms_backup(tmp_path: Path, mirror, d
 
 def test_rebuild_replaces_one_node_and_keeps_the_rest(tmp_path: Path, mirror, dev: DevProvider) -> None:
     """`./lab.py rebuild api-1` is an apply with -replace for the node's domain, disk and seed."""
-    from halab.lifecycle import node_addresses
+    from halab.lab.lifecycle import node_addresses
 
     wd = prepare_workdir(tmp_path / "wd", sample_tfvars(tmp_path, lab="tfrebuild"))
     client = TerraformClient(wd, mirror=mirror)

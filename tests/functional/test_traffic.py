@@ -10,10 +10,10 @@ from collections import Counter
 
 import pytest
 
-from halab.config import TrafficSettings
 from halab.errors import UsageError
-from halab.timeline import Timeline, percentile
-from halab.traffic import TrafficGenerator
+from halab.lab.config import TrafficSettings
+from halab.observe.timeline import Timeline, percentile
+from halab.observe.traffic import TrafficGenerator
 from tests.support.fake_api import FakeAPI, fake_api_process
 
 
@@ -132,9 +132,9 @@ def test_connections_the_server_closed_while_idle_never_fail_a_page(monkeypatch,
     reuse_s=0.15 the client drops them by age; with 60 s it must still retry each on a *new*
     connection (retrying on the next idle one hit another dead one: the 'reset' pages seen on
     real VMs)."""
-    import halab.traffic
+    import halab.observe.traffic
 
-    monkeypatch.setattr(halab.traffic, "IDLE_REUSE_S", reuse_s)
+    monkeypatch.setattr(halab.observe.traffic, "IDLE_REUSE_S", reuse_s)
     settings = TrafficSettings(read_share=0.0, write_share=0.0, page_share=1.0, page_calls=8)
     with FakeAPI(idle_close_s=0.3) as api:
         tl, _ = run(api.port, 3.1, 1 / 0.6, settings)

@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from halab.errors import NotAvailableYet
-from halab.session import LabSession, UpProgress
+from halab.live.session import LabSession, UpProgress
 from tests.support.recorder import Recorder
 from tui import TuiSettings, make_app
 from tui.demo import T0, define_domains, demo_session
@@ -375,8 +375,8 @@ async def test_no_lab_then_up(tmp_path, monkeypatch):
     box: dict[str, LabSession] = {}
 
     def factory() -> LabSession:
-        from halab.faults import Faults
-        from halab.virt import LabVirt
+        from halab.chaos.faults import Faults
+        from halab.lab.virt import LabVirt
         from tui.demo import demo_config
 
         cfg = demo_config(name=lab_name)
@@ -414,8 +414,8 @@ async def test_no_lab_up_failure_is_shown_in_full(tmp_path):
     lab_name = f"empty{uuid.uuid4().hex[:8]}"
 
     def factory() -> LabSession:
-        from halab.faults import Faults
-        from halab.virt import LabVirt
+        from halab.chaos.faults import Faults
+        from halab.lab.virt import LabVirt
         from tui.demo import demo_config
 
         cfg = demo_config(name=lab_name)
@@ -456,7 +456,7 @@ def test_events_are_shown_in_time_order(lab):
 
 @pytest.mark.parametrize("answer", ["y", "n"])
 async def test_reset_asks_first_then_resets_through_the_checkpoint_engine(lab, answer):
-    """`R` asks; yes runs session.reset → halab.checkpoint.reset. The demo lab on test:///default
+    """`R` asks; yes runs session.reset → halab.lab.checkpoint.reset. The demo lab on test:///default
     has no Terraform state, so the real engine refuses it — and that refusal is what reaches the
     timeline (the real reset is exercised on VMs in tests/e2e/test_15_warm.py)."""
     app = make_app(lab, settings())

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from halab.session import LabSession, UpProgress
+from halab.live.session import LabSession, UpProgress
 from tui import TuiSettings, make_app
 from tui.demo import T0, demo_config, demo_session
 
@@ -72,8 +72,8 @@ def test_help(snap_compare, tmp_path):
 def _nolab_app(tmp_path):
     import libvirt
 
-    from halab.faults import Faults
-    from halab.virt import LabVirt
+    from halab.chaos.faults import Faults
+    from halab.lab.virt import LabVirt
 
     def factory() -> LabSession:
         cfg = demo_config(name="fresh")
@@ -113,8 +113,8 @@ def test_no_lab_progress_and_error(snap_compare, tmp_path, size):
 
 def _story_session(tmp_path):
     """The demo lab in the middle of the built-in mq story: waiting for the presenter at step 4."""
-    from halab.scenarios import load_scenario
-    from halab.story import HypothesisView, Story
+    from halab.chaos.scenarios import load_scenario
+    from halab.chaos.story import HypothesisView, Story
 
     session = demo_session(state_dir=tmp_path)
     story = Story.for_scenario(load_scenario("story-mq-loss"))

@@ -114,7 +114,7 @@ async def test_a_viewer_has_no_key_that_acts(tmp_path):
 
 
 async def test_replay_plays_the_recorded_story_in_the_tui(tmp_path):
-    from halab.replay import ReplaySession, read_recording
+    from halab.live.replay import ReplaySession, read_recording
     from tests.support.recorded import record_run
 
     rec = read_recording(record_run(tmp_path))
@@ -132,7 +132,7 @@ async def test_replay_plays_the_recorded_story_in_the_tui(tmp_path):
 async def test_the_presenters_tui_publishes_its_snapshots(tmp_path, monkeypatch):
     import asyncio
 
-    from halab.feed import FeedClient, ViewerSession, feed_paths
+    from halab.live.feed import FeedClient, ViewerSession, feed_paths
 
     monkeypatch.setenv("HALAB_STATE", str(tmp_path / "state"))
     lab = story_lab(tmp_path)

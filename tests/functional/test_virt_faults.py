@@ -11,10 +11,10 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 
-from halab.config import parse_config
+from halab.chaos.faults import Faults, FaultStore, run_host
 from halab.errors import HalabError, UsageError
-from halab.faults import Faults, FaultStore, run_host
-from halab.virt import DomainState, LabVirt, ownership_xml, read_ownership
+from halab.lab.config import parse_config
+from halab.lab.virt import DomainState, LabVirt, ownership_xml, read_ownership
 
 CFG = parse_config("name: lab1\n", "lab.yaml", host_mem_mib=1 << 20)
 
@@ -215,7 +215,7 @@ def test_services_over_ssh(faults):
 
 
 def test_store_survives_concurrent_writers(tmp_path):
-    from halab.faults import ActiveFault
+    from halab.chaos.faults import ActiveFault
     a, b = FaultStore(tmp_path / "faults.json"), FaultStore(tmp_path / "faults.json")
     a.add(ActiveFault("kill", "api-1", 1.0))
     b.add(ActiveFault("pause", "api-2", 2.0))

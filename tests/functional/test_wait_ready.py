@@ -7,10 +7,10 @@ from __future__ import annotations
 import libvirt
 import pytest
 
-from halab import lifecycle
-from halab.config import parse_config
 from halab.errors import HalabError
-from halab.virt import ownership_xml
+from halab.lab import lifecycle
+from halab.lab.config import parse_config
+from halab.lab.virt import ownership_xml
 
 CFG = parse_config("name: wr\nlibvirt_uri: test:///default\nroles: {api: {count: 1}}\n", "lab.yaml",
                    host_mem_mib=1 << 20)

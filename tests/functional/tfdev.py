@@ -12,7 +12,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-from halab.tfmirror import provider_dir
+from halab.lab.tfmirror import provider_dir
 
 HERE = Path(__file__).resolve().parent
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from halab.report import write_report
-from halab.scenarios import load_scenario
-from halab.story import Story
+from halab.chaos.scenarios import load_scenario
+from halab.chaos.story import Story
+from halab.report.writer import write_report
 
 
 def record_run(directory: Path, name: str = "story-mq-loss") -> Path:

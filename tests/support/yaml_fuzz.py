@@ -12,7 +12,7 @@ import json
 
 from hypothesis import strategies as st
 
-from halab.config import ROLES, TOP_KEYS
+from halab.lab.config import ROLES, TOP_KEYS
 
 TAGS = ["!!timestamp", "!!bool", "!!int", "!!float", "!!str", "!!null", "!!binary", "!!set", "!!omap",
         "!!python/object:os.system", "!!python/name:os.system", "!mine", "!", "!!merge", "!<tag:x>"]

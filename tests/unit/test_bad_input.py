@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from halab.config import MAX_FILE_BYTES, libvirt_uri_problem, load_config, parse_config
+from halab.chaos.faults import Faults, FaultStore
+from halab.chaos.scenarios import load_scenario, parse_scenario
 from halab.errors import ConfigError, HalabError, UsageError
-from halab.faults import Faults, FaultStore
-from halab.scenarios import load_scenario, parse_scenario
+from halab.lab.config import MAX_FILE_BYTES, libvirt_uri_problem, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 BIG_HOST = 1 << 20

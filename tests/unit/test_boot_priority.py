@@ -9,11 +9,11 @@ from __future__ import annotations
 import libvirt
 import pytest
 
-from halab.boot_priority import GIVE_UP_S, SERVICE_PORT, SHARE_DIVISOR, BootPriority
-from halab.config import parse_config
+from halab.chaos.boot_priority import GIVE_UP_S, SERVICE_PORT, SHARE_DIVISOR, BootPriority
+from halab.chaos.faults import Faults
 from halab.errors import UsageError
-from halab.faults import Faults
-from halab.virt import LabVirt
+from halab.lab.config import parse_config
+from halab.lab.virt import LabVirt
 
 CFG = parse_config("name: lab1\n", "lab.yaml", host_mem_mib=1 << 20)
 
@@ -131,7 +131,7 @@ def test_every_role_has_a_service_port():
 @pytest.fixture
 def test_driver_faults(tmp_path):
     conn = libvirt.open("test:///default")
-    from halab.virt import ownership_xml
+    from halab.lab.virt import ownership_xml
     from tests.functional.test_virt_faults import NAMES, _undefine, domain_xml
 
     for name in NAMES:

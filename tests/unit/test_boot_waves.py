@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from halab.config import parse_config
 from halab.errors import ConfigError
-from halab.lifecycle import boot_waves
+from halab.lab.config import parse_config
+from halab.lab.lifecycle import boot_waves
 
 HA = parse_config("profile: ha\n", "lab.yaml", host_mem_mib=1 << 20)
 DEFAULT = parse_config("", "lab.yaml", host_mem_mib=1 << 20)
@@ -39,7 +39,7 @@ def test_running_nodes_are_never_held_back():
 
 
 def test_console_last_line_drops_terminal_colours(tmp_path):
-    from halab.lifecycle import _last_line
+    from halab.lab.lifecycle import _last_line
 
     log = tmp_path / "x.log"
     log.write_bytes(b"[    0.1] early\n\x1b[0;32m  OK  \x1b[0m] Started "

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
-from halab.cloudinit import (
+from halab.lab.cloudinit import (
     READY_MARKER,
     parse_ready,
     render_all,
@@ -20,8 +20,8 @@ from halab.cloudinit import (
     role_services,
     templates_dir,
 )
-from halab.config import parse_config
-from halab.secrets import ensure_lab_credentials
+from halab.lab.config import parse_config
+from halab.lab.secrets import ensure_lab_credentials
 
 PROFILES = ("default", "ha")
 PRESETS = ("fast", "kolla")
@@ -279,7 +279,7 @@ _KEY_MODULE = {
 
 
 def test_image_runs_every_cloud_init_module_the_user_data_needs(seeds):
-    from halab import image
+    from halab.lab import image
 
     cfg = yaml.safe_load(image.CLOUD_CFG)
     modules = {*cfg["cloud_init_modules"], *cfg["cloud_config_modules"], *cfg["cloud_final_modules"]}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from halab.config import MAX_YAML_NODES, load_config, parse_config
 from halab.errors import ConfigError
+from halab.lab.config import MAX_YAML_NODES, load_config, parse_config
 
 BAD = Path(__file__).resolve().parent.parent / "fixtures" / "bad-configs"
 BIG_HOST = 1 << 20  # MiB: memory checks pass unless a test says otherwise
@@ -257,7 +257,7 @@ def test_unknown_node_suggests():
 
 
 def test_traffic_rate_defaults_lower_under_tcg_unless_set():
-    from halab.config import TCG_TRAFFIC_RATE, parse_config
+    from halab.lab.config import TCG_TRAFFIC_RATE, parse_config
 
     auto = parse_config("name: t1\n", host_mem_mib=1 << 20)
     assert auto.traffic.rate_auto and auto.traffic.rate == 50.0
@@ -272,7 +272,7 @@ def test_traffic_rate_defaults_lower_under_tcg_unless_set():
 def test_probe_timeouts_follow_the_accelerator():
     """halab's own probes wait longer for an emulated guest: a slow-but-alive balancer is not a
     dead one. for_accel records what the lab runs under; the probes read it."""
-    from halab.probes import HAProxyProbe, HealthProbe, ProbeSet
+    from halab.observe.probes import HAProxyProbe, HealthProbe, ProbeSet
 
     cfg = parse_config("name: t\n", "lab.yaml", host_mem_mib=1 << 20)
     assert cfg.runs_on is None and cfg.probe_timeout_s == 0.4

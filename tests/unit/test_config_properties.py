@@ -10,8 +10,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from halab.config import ROLES, TOP_KEYS, LabConfig, parse_config
 from halab.errors import ConfigError
+from halab.lab.config import ROLES, TOP_KEYS, LabConfig, parse_config
 
 BIG_HOST = 1 << 20
 LOCATED = re.compile(r"^lab\.yaml:\d+: ")

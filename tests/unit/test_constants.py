@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from halab import cloudinit, haproxy_config, ports, virt
-from halab.config import MAX_RATE, MIN_RATE, check_rate, parse_config
+from halab import ports
 from halab.errors import UsageError
-from halab.secrets import LabSecrets
-from halab.tfmirror import provider_dir
+from halab.lab import cloudinit, haproxy_config, virt
+from halab.lab.config import MAX_RATE, MIN_RATE, check_rate, parse_config
+from halab.lab.secrets import LabSecrets
+from halab.lab.tfmirror import provider_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from halab.lock import LabBusy, LabLock
-from halab.terraform import (
+from halab.lab.terraform import (
     LOCK_INFO_FILE,
     PID_FILE,
     STATE_FILE,
@@ -23,6 +22,7 @@ from halab.terraform import (
     running_terraform,
     wait_for_running_terraform,
 )
+from halab.lock import LabBusy, LabLock
 
 HOLD = """
 import sys, time
@@ -63,8 +63,8 @@ def test_lab_lock_refuses_another_process_and_says_who(tmp_path: Path) -> None:
 
 
 def test_faults_refuse_while_another_run_changes_the_lab(tmp_path: Path) -> None:
-    from halab.config import parse_config
-    from halab.faults import Faults
+    from halab.chaos.faults import Faults
+    from halab.lab.config import parse_config
 
     cfg = parse_config("name: t\nlibvirt_uri: test:///default\n", "lab.yaml", host_mem_mib=1 << 20)
     faults = Faults(cfg, state_dir=tmp_path)

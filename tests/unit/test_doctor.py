@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from halab import doctor
-from halab.accel import KvmVerdict, ProbeKernelError
-from halab.config import parse_config
-from halab.doctor import Check
+from halab.lab import doctor
+from halab.lab.accel import KvmVerdict, ProbeKernelError
+from halab.lab.config import parse_config
+from halab.lab.doctor import Check
 
 BIG_HOST = 1 << 20
 
@@ -273,7 +273,7 @@ def test_cli_bad_config_is_exit_2(monkeypatch, capsys, tmp_path):
 
 
 def test_kvm_device_without_udev_group_is_flagged(tmp_path):
-    from halab.doctor import check_kvm_device_group
+    from halab.lab.doctor import check_kvm_device_group
 
     fake = tmp_path / "kvm"
     fake.write_text("")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from halab import accel
-from halab.accel import KvmVerdict, ProbeKernelError
-from halab.config import parse_config
+from halab.lab import accel
+from halab.lab.accel import KvmVerdict, ProbeKernelError
+from halab.lab.config import parse_config
 
 
 def script(path: Path, body: str) -> Path:
@@ -202,9 +202,9 @@ def test_resolve_accel_auto_without_kernel_is_tcg(monkeypatch, cache):
 def test_image_kernel_preferred(monkeypatch, tmp_path):
     k = tmp_path / "vmlinuz"
     k.write_bytes(b"k")
-    fake = types.ModuleType("halab.image")
+    fake = types.ModuleType("halab.lab.image")
     fake.find_image = lambda: types.SimpleNamespace(kernel=k)
-    monkeypatch.setitem(sys.modules, "halab.image", fake)
+    monkeypatch.setitem(sys.modules, "halab.lab.image", fake)
     monkeypatch.setattr(accel, "fetch_probe_kernel", lambda **k: pytest.fail("must not fetch"))
     assert accel.probe_kernel() == k
 
@@ -212,12 +212,12 @@ def test_image_kernel_preferred(monkeypatch, tmp_path):
 @pytest.mark.parametrize("module", [None, "no-image", "no-find"])
 def test_fetch_when_no_image(monkeypatch, tmp_path, module):
     if module is None:
-        monkeypatch.setitem(sys.modules, "halab.image", None)  # import raises ImportError
+        monkeypatch.setitem(sys.modules, "halab.lab.image", None)  # import raises ImportError
     else:
-        fake = types.ModuleType("halab.image")
+        fake = types.ModuleType("halab.lab.image")
         if module == "no-image":
             fake.find_image = lambda: None
-        monkeypatch.setitem(sys.modules, "halab.image", fake)
+        monkeypatch.setitem(sys.modules, "halab.lab.image", fake)
     monkeypatch.setattr(accel, "fetch_probe_kernel", lambda progress=None: tmp_path / "fetched")
     assert accel.probe_kernel() == tmp_path / "fetched"
 

@@ -9,10 +9,12 @@ import inspect
 import pytest
 
 from cli import fault_cmd
-from halab import fault_kinds, measure, scenarios, session
-from halab.config import parse_config
+from halab import fault_kinds
+from halab.chaos import measure, scenarios
+from halab.chaos.faults import FaultEvent, Faults
 from halab.errors import UsageError
-from halab.faults import FaultEvent, Faults
+from halab.lab.config import parse_config
+from halab.live import session
 from tui.screens import dashboard
 
 

@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
-from halab.config import parse_config
-from halab.haproxy_config import render_haproxy_cfg
-from halab.secrets import LabSecrets
+from halab.lab.config import parse_config
+from halab.lab.haproxy_config import render_haproxy_cfg
+from halab.lab.secrets import LabSecrets
 
 SECRETS = LabSecrets.generate()
 CASES = [(p, pre) for p in ("default", "ha") for pre in ("fast", "kolla")]

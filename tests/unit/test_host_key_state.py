@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from halab.errors import HalabError
-from halab.lifecycle import HOST_KEY_MISMATCH, ssh_state
-from halab.ssh import HostKeyMismatch, SSHUnavailable
+from halab.lab.lifecycle import HOST_KEY_MISMATCH, ssh_state
+from halab.lab.ssh import HostKeyMismatch, SSHUnavailable
 
 
 class _Result:
@@ -32,9 +32,9 @@ def test_ssh_state_names_host_key_mismatch() -> None:
 
 
 def test_session_view_shows_host_key_mismatch_as_health() -> None:
-    from halab.config import parse_config
-    from halab.session import HOST_KEY_MISMATCH as VIEW_STATE
-    from halab.session import LabSession
+    from halab.lab.config import parse_config
+    from halab.live.session import HOST_KEY_MISMATCH as VIEW_STATE
+    from halab.live.session import LabSession
 
     cfg = parse_config("name: t\nlibvirt_uri: test:///default\n", "lab.yaml", host_mem_mib=1 << 20)
     session = LabSession(cfg)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from halab import image
+from halab.lab import image
 
 
 @pytest.fixture(autouse=True)

@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from halab.config import parse_config
+from halab.chaos.experiments import MeasurePlan, run_measurement
+from halab.chaos.faults import FaultEvent
+from halab.chaos.measure import LabHandles, expected_detection, measure_failover
 from halab.errors import HalabError, UsageError
-from halab.experiments import MeasurePlan, run_measurement
-from halab.faults import FaultEvent
-from halab.measure import LabHandles, expected_detection, measure_failover
-from halab.timeline import Event, RequestRecord, Timeline
+from halab.lab.config import parse_config
+from halab.observe.timeline import Event, RequestRecord, Timeline
 
 CFG = parse_config("name: lab1\n", "lab.yaml", host_mem_mib=1 << 20)
 HA = parse_config("name: lab1\nprofile: ha\n", "lab.yaml", host_mem_mib=1 << 20)
@@ -274,7 +274,7 @@ def test_run_measurement_refuses_bad_input():
 
 
 def test_bench_faults_are_the_ones_the_lab_has():
-    from halab.bench import bench_faults
+    from halab.live.bench import bench_faults
 
     assert bench_faults(CFG) == [("kill", "api-2"), ("kill", "db-1"), ("kill", "mq-1")]
     assert bench_faults(HA) == [("kill", "api-2"), ("kill", "db-1"), ("kill", "mq-1")]
@@ -286,7 +286,7 @@ def test_bench_faults_are_the_ones_the_lab_has():
 
 def test_bench_matrix_measures_each_fault_under_each_preset_and_restores_the_lab_preset():
     """The real orchestrator on the simulated lab: the kolla preset's slower checks show as a ratio."""
-    from halab.bench import measure_matrix
+    from halab.live.bench import measure_matrix
 
     installed: list[str] = []
     sims: list[SimLab] = []
@@ -314,7 +314,7 @@ def test_bench_matrix_measures_each_fault_under_each_preset_and_restores_the_lab
 
 
 def test_bench_matrix_records_a_failed_measurement_and_goes_on():
-    from halab.bench import measure_matrix
+    from halab.live.bench import measure_matrix
 
     installed: list[str] = []
     calls: list[tuple[str, str]] = []
@@ -391,7 +391,7 @@ def test_no_steady_state_says_which_backend_is_not_up():
 
 def test_measurement_is_the_scenario_runners_story():
     """measure is a built-in scenario: the runner's steps, waits and fault bookkeeping."""
-    from halab.experiments import measurement_scenario
+    from halab.chaos.experiments import measurement_scenario
 
     sc = measurement_scenario("kill", "api-2", MeasurePlan(steady_s=3), 8.0, 12.0, {})
     assert [s.action for s in sc.steps] == [

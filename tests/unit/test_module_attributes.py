@@ -64,6 +64,6 @@ def test_every_attribute_read_from_an_own_module_exists(path):
 
 def test_the_check_sees_module_aliases():
     """The check would find the lost function: lifecycle reads checkpoint's lab commands."""
-    reads = {(m, a) for _, m, a in _attribute_reads(ROOT / "halab" / "lifecycle.py")}
-    assert ("halab.checkpoint", "ready_checkpoint_valid") in reads
-    assert ("halab.checkpoint", "save_checkpoint") in reads
+    reads = {(m, a) for _, m, a in _attribute_reads(ROOT / "halab" / "lab" / "lifecycle.py")}
+    assert ("halab.lab.checkpoint", "ready_checkpoint_valid") in reads
+    assert ("halab.lab.checkpoint", "save_checkpoint") in reads

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from halab.bench import up_waves
-from halab.config import load_config
 from halab.errors import ConfigError
+from halab.lab.config import load_config
+from halab.live.bench import up_waves
 
 
 def test_profile_override_keeps_the_rest_of_the_file(tmp_path):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from halab.errors import ConfigError
-from halab.replay import ReplayReadOnly, ReplaySession, read_recording
+from halab.live.replay import ReplayReadOnly, ReplaySession, read_recording
 from tests.support.recorded import record_run
 
 

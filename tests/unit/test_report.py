@@ -9,7 +9,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from halab.report import (
+from halab.chaos.scenarios import ScenarioResult
+from halab.report.writer import (
     comparison,
     read_json,
     render_compare_markdown,
@@ -19,7 +20,6 @@ from halab.report import (
     write_compare,
     write_report,
 )
-from halab.scenarios import ScenarioResult
 from tests.unit.test_scenarios import FIX, KOLLA_DETECT, run_sim
 
 
@@ -73,8 +73,8 @@ def test_html_is_self_contained_with_an_svg_chart(passed, broken):
 
 def test_compare_reports_the_detection_ratio(tmp_path):
     fast = run_sim("api-node-loss")[0]
-    from halab.config import parse_config
-    from halab.scenarios import load_scenario
+    from halab.chaos.scenarios import load_scenario
+    from halab.lab.config import parse_config
 
     kolla_cfg = parse_config("name: lab1\nhaproxy: {preset: kolla}\n", "lab.yaml", host_mem_mib=1 << 20)
     kolla = run_sim(load_scenario("api-node-loss"), cfg=kolla_cfg, detect=KOLLA_DETECT)[0]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from halab.cloudinit import TIMEOUT_SCALE, node_variables, render_template, templates_dir
-from halab.config import parse_config
-from halab.secrets import LabSecrets
+from halab.lab.cloudinit import TIMEOUT_SCALE, node_variables, render_template, templates_dir
+from halab.lab.config import parse_config
+from halab.lab.secrets import LabSecrets
 
 
 def _lib(accel: str, tmp_path: Path) -> Path:

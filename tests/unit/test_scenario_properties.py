@@ -9,8 +9,8 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from halab.chaos.scenarios import Scenario, parse_scenario
 from halab.errors import ConfigError
-from halab.scenarios import Scenario, parse_scenario
 from tests.support.yaml_fuzz import scenario_texts
 
 LOCATED = re.compile(r"^scenario\.yaml:\d+: ")

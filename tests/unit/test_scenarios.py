@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from halab.config import parse_config
-from halab.errors import ConfigError, UsageError
-from halab.faults import UNDO, FaultEvent
-from halab.measure import LabHandles
-from halab.scenarios import (
+from halab.chaos.faults import UNDO, FaultEvent
+from halab.chaos.measure import LabHandles
+from halab.chaos.scenarios import (
     AppliedFault,
     EvalContext,
     ScenarioRunner,
@@ -23,7 +21,9 @@ from halab.scenarios import (
     parse_hypothesis,
     parse_scenario,
 )
-from halab.timeline import Event, RequestRecord, Timeline
+from halab.errors import ConfigError, UsageError
+from halab.lab.config import parse_config
+from halab.observe.timeline import Event, RequestRecord, Timeline
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "scenarios"
 CFG = parse_config("name: lab1\n", "lab.yaml", host_mem_mib=1 << 20)
@@ -471,8 +471,8 @@ def test_db_loss_default_expects_an_outage():
 
 
 def test_with_rate_overrides_every_rated_traffic_step_only():
+    from halab.chaos.scenarios import parse_scenario
     from halab.errors import UsageError
-    from halab.scenarios import parse_scenario
 
     base = parse_scenario("name: t\nsteps:\n  - traffic: {rate: 40}\n  - wait: 2\n  - traffic: {rate: 20}\n"
                           "  - fault: {action: kill, node: api-2}\n  - traffic: start\n  - traffic: stop\n")

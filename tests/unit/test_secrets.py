@@ -8,8 +8,8 @@ import stat
 import paramiko
 import pytest
 
-from halab.config import parse_config
-from halab.secrets import (
+from halab.lab.config import parse_config
+from halab.lab.secrets import (
     LabSecrets,
     SecretsError,
     ensure_lab_credentials,
@@ -101,7 +101,7 @@ def test_keys_files_modes_and_formats(state):
     for name in keys.host_keys:
         assert _mode(ssh / "host_keys" / name) == 0o600
     assert _mode(keys.known_hosts_path) == 0o600
-    # paramiko (what halab.ssh uses) reads both files
+    # paramiko (what halab.lab.ssh uses) reads both files
     pkey = paramiko.Ed25519Key.from_private_key_file(str(keys.client_key_path))
     assert keys.client.public_openssh.split()[1] == pkey.get_base64()
     hk = paramiko.HostKeys(str(keys.known_hosts_path))

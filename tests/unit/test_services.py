@@ -1,5 +1,5 @@
 """`status` names a role service that fails or keeps restarting, and a role setup that failed —
-from `systemctl show` blocks and the setup markers (halab.services)."""
+from `systemctl show` blocks and the setup markers (halab.lab.services)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from cli.lab_cmd import _print_roles
-from halab.config import parse_config
-from halab.services import (
+from halab.lab.config import parse_config
+from halab.lab.services import (
     classify,
     command,
     parse,
@@ -19,7 +19,7 @@ from halab.services import (
     read_services,
     summary_line,
 )
-from halab.ssh import SSHUnavailable
+from halab.lab.ssh import SSHUnavailable
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "systemd"
 HA = parse_config("name: s\nprofile: ha\n", "lab.yaml", host_mem_mib=1 << 20)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from halab.scenarios import load_scenario, parse_scenario
-from halab.story import PAUSE_SOURCE, STEP_SOURCE, Story
+from halab.chaos.scenarios import load_scenario, parse_scenario
+from halab.chaos.story import PAUSE_SOURCE, STEP_SOURCE, Story
 from tests.unit.test_scenarios import errors_of, run_sim
 
 STORY = """name: tiny

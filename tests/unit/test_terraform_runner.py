@@ -1,4 +1,4 @@
-"""halab/terraform.py and halab/tfmirror.py without libvirt: the -json stream parser on output
+"""halab/lab/terraform.py and halab/lab/tfmirror.py without libvirt: the -json stream parser on output
 captured from real Terraform runs (tests/fixtures/terraform), argv building, the executor's cancel."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from python_terraform import IsFlagged, Terraform
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-from halab.config import parse_config
-from halab.terraform import (
+from halab.lab.config import parse_config
+from halab.lab.terraform import (
     ChangeSummary,
     Diagnostic,
     Drift,
@@ -32,7 +32,7 @@ from halab.terraform import (
     plan_from_events,
     prepare_workdir,
 )
-from halab.tfmirror import ensure_mirror, module_dir
+from halab.lab.tfmirror import ensure_mirror, module_dir
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "terraform"
 

@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 
 from halab import fault_kinds
-from halab.session import LabSnapshot, NodeView
+from halab.live.session import LabSnapshot, NodeView
 from tui.keys import ALL_KEYS, STORY_KEYS, VIEW_KEYS, VIEWER_KEYS, KeySpec, bindings
 from tui.screens.dialogs import ConfirmScreen, HelpScreen, LatencyScreen, ScenarioScreen
 from tui.widgets.graphs import LatencyGraph, RequestsGraph

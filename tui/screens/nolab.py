@@ -12,8 +12,8 @@ from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Label, RadioButton, RadioSet, Static
 
-from halab.config import PROFILE_COUNTS
-from halab.session import LabSnapshot, UpProgress
+from halab.lab.config import PROFILE_COUNTS
+from halab.live.session import LabSnapshot, UpProgress
 from tui.keys import APP_KEYS, KeySpec
 from tui.widgets.panels import KeyBar
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from textual_plotext import PlotextPlot
 
-from halab.session import LabSnapshot, TrafficPoint
+from halab.live.session import LabSnapshot, TrafficPoint
 
 OK_SERIES = (("reads", "reads_ok", "green"), ("writes", "writes_ok", "cyan"), ("pages", "pages_ok", "blue"))
 ERR_SERIES = (("reads err", "reads_err", "red"), ("writes err", "writes_err", "magenta"),

@@ -9,7 +9,7 @@ from textual.content import Content
 from textual.markup import escape
 from textual.widgets import Static
 
-from halab.session import LabSnapshot
+from halab.live.session import LabSnapshot
 from tui import format as fmt
 from tui.keys import KeySpec
 

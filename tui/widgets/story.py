@@ -7,7 +7,7 @@ from textual.content import Content
 from textual.markup import escape
 from textual.widgets import Static
 
-from halab.story import HypothesisView, StoryView
+from halab.chaos.story import HypothesisView, StoryView
 
 MARK = {"pending": ("·", "$text-muted"), "holding": ("○", "$accent"), "held": ("✔", "$success"),
         "broken": ("✘", "$error")}

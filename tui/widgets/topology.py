@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
-from halab.session import LabSnapshot
+from halab.live.session import LabSnapshot
 from tui import format as fmt
 
 ROLE_LABEL = {"haproxy": "HAProxy", "api": "→ API", "db": "→ DB", "mq": "→ MQ"}

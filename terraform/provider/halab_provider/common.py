@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 State = dict[str, Any]
 
-# The ownership tag's namespace; halab.virt.HALAB_XMLNS is the source (the provider runs without
+# The ownership tag's namespace; halab.lab.virt.HALAB_XMLNS is the source (the provider runs without
 # halab on its path), and a test checks the two agree.
 HALAB_NS = "https://halab.dev/xmlns/lab/1"
 

@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from halab.config import LabConfig
 from halab.errors import HalabError
+from halab.lab.config import LabConfig
+from halab.observe.timeline import Event, Timeline
 from halab.ports import AMQP_PORT, API_PORT, FRONTEND_PORT, STATS_PORT
-from halab.timeline import Event, Timeline
 
 SshRunner = Callable[[str, str], tuple[int, str, str]]
 

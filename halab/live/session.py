@@ -27,10 +27,10 @@ from typing import Any
 import yaml
 
 from halab import fault_kinds
-from halab.config import PROFILE_COUNTS, PROFILES, LabConfig, check_rate, parse_config
+from halab.chaos.story import Story, StoryView
 from halab.errors import HalabError, NotAvailableYet, UsageError
-from halab.lifecycle import Progress as UpProgress  # one progress shape: `up`'s own
-from halab.story import Story, StoryView
+from halab.lab.config import PROFILE_COUNTS, PROFILES, LabConfig, check_rate, parse_config
+from halab.lab.lifecycle import Progress as UpProgress  # one progress shape: `up`'s own
 
 EVENT_KEEP = 500
 HOST_KEY_MISMATCH = "host key mismatch"  # a node's health when it presented a key halab did not give it
@@ -247,25 +247,25 @@ class LabSession:
         self._measuring: tuple[str, str, float] | None = None  # (fault, node, at) being measured
         self._measured_at = 0.0
         self._story: Story | None = None
-        self.scenario_dir = scenario_dir or Path(__file__).resolve().parent.parent / "scenarios"
+        self.scenario_dir = scenario_dir or Path(__file__).resolve().parents[2] / "scenarios"
 
         virt_given = virt is not None
         if virt is None:
-            from halab.virt import LabVirt
+            from halab.lab.virt import LabVirt
 
             virt = LabVirt(cfg)
         self.virt = virt
         if faults is None:
-            from halab.faults import Faults
+            from halab.chaos.faults import Faults
 
             faults = Faults(cfg, virt, ssh=self._default_ssh())
         self.faults = faults
         self.probes = probes
         self._auto_probes = probes is None and virt_given is False
         self.traffic = traffic
-        self._traffic_module = traffic is None and _optional("halab.traffic") is not None
+        self._traffic_module = traffic is None and _optional("halab.observe.traffic") is not None
         if timeline is None:
-            tl_mod = _optional("halab.timeline")
+            tl_mod = _optional("halab.observe.timeline")
             # Request records are kept: the live failover measurement reads them.
             timeline = tl_mod.Timeline(keep_requests=True, clock=clock) if tl_mod is not None else None
         self.timeline = timeline
@@ -276,13 +276,13 @@ class LabSession:
     # ---- wiring to the core ------------------------------------------------------------------
     def _default_ssh(self) -> Callable[[str, str], tuple[int, str, str]]:
         """Guest commands as root with the lab's key and known_hosts (strict host-key checking)."""
-        from halab.lifecycle import lab_ssh
-        from halab.ssh import NodeSSH
+        from halab.lab.lifecycle import lab_ssh
+        from halab.lab.ssh import NodeSSH
 
         holder: dict[str, NodeSSH] = {}
 
         def run(node: str, command: str) -> tuple[int, str, str]:
-            from halab.ssh import HostKeyMismatch
+            from halab.lab.ssh import HostKeyMismatch
 
             if "c" not in holder:
                 holder["c"] = lab_ssh(self.cfg)
@@ -412,7 +412,7 @@ class LabSession:
         self._notify("probe")
 
     def record_failover(self, result: Any) -> None:
-        """A failover measurement (``halab.measure``'s result or a FailoverView)."""
+        """A failover measurement (``halab.chaos.measure``'s result or a FailoverView)."""
         if not isinstance(result, FailoverView):
             names = {f.name for f in fields(FailoverView)}
             values = {n: _get(result, n) for n in names}
@@ -486,12 +486,12 @@ class LabSession:
     MEASURE_FOR_S = 300.0  # a fault is measured live for this long, or until it has recovered
 
     def _measure_live(self, problems: list[str]) -> None:
-        """The last fault done from this session, measured (``halab.measure``) once a second."""
+        """The last fault done from this session, measured (``halab.chaos.measure``) once a second."""
         m = self._measuring
         now = self.clock()
         if m is None or now - self._measured_at < 1.0 or self.timeline is None:
             return
-        mod = _optional("halab.measure")
+        mod = _optional("halab.chaos.measure")
         if mod is None or not hasattr(self.timeline, "requests"):
             return
         fault, node, at = m
@@ -510,11 +510,11 @@ class LabSession:
         """Once the lab exists: the probe set (HAProxy stats, health, clusters) feeding the
         timeline. Needs the lab's credentials, so it never starts for a lab that is not there."""
         self._auto_probes = False
-        mod = _optional("halab.probes")
+        mod = _optional("halab.observe.probes")
         if mod is None or not hasattr(mod, "ProbeSet"):
             return
         try:
-            from halab.secrets import load_or_create_secrets
+            from halab.lab.secrets import load_or_create_secrets
 
             secrets = load_or_create_secrets(self.cfg)
             self.probes = mod.ProbeSet.for_lab(
@@ -525,7 +525,7 @@ class LabSession:
             problems.append(f"probes not started: {exc}")
             return
         if hasattr(self.faults, "boot_priority"):
-            from halab.boot_priority import BootPriority, settled_text
+            from halab.chaos.boot_priority import BootPriority, settled_text
 
             def settled(node: str, timed_out: bool) -> None:
                 self.record_event(settled_text(node, timed_out), node=node)
@@ -576,7 +576,7 @@ class LabSession:
 
     def reset(self, name: str = "ready") -> ActionResult:
         """The whole lab back to a checkpoint (`./lab.py reset`); the fault records follow it."""
-        from halab import checkpoint
+        from halab.lab import checkpoint
 
         t = self.clock()
         res = checkpoint.reset(self.cfg, name)
@@ -623,7 +623,7 @@ class LabSession:
     # ---- traffic -----------------------------------------------------------------------------
     def _need_traffic(self) -> Any:
         if self.traffic is None:
-            mod = _optional("halab.traffic")
+            mod = _optional("halab.observe.traffic")
             if mod is None:
                 raise NotAvailableYet("the traffic generator is not available yet (tracked in issue 6)")
             on_record = getattr(self.timeline, "add_request", None)
@@ -666,7 +666,7 @@ class LabSession:
     def run_scenario(self, path: str | Path, story: bool = True, auto: bool = False) -> ActionResult:
         """Run a scenario on this session's lab; as a story (the default in the TUI) its narration,
         pauses and live hypotheses are in every snapshot until the next one starts."""
-        mod = _optional("halab.scenarios")
+        mod = _optional("halab.chaos.scenarios")
         if mod is None or not hasattr(mod, "run_scenario"):
             raise NotAvailableYet("running scenarios is not available yet (tracked in issue 8)")
         if self._story is not None and not self._story.view().done:
@@ -714,7 +714,7 @@ class LabSession:
     def up(self, profile: str | None = None,
            progress_cb: Callable[[UpProgress], None] | None = None) -> Any:
         """Build the lab (the lifecycle's ``up``) with the chosen profile, reporting progress."""
-        mod = _optional("halab.lifecycle")
+        mod = _optional("halab.lab.lifecycle")
         if mod is None or not hasattr(mod, "up"):
             raise NotAvailableYet("bringing the lab up is not available yet (tracked in issue 4)")
         cfg = config_with_profile(self.cfg, profile or self.cfg.profile)

@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from halab import fault_kinds
-from halab.config import LabConfig
 from halab.errors import ConfigError, HalabError, UsageError
 from halab.fault_kinds import UNDO
-from halab.timeline import Event, RequestRecord, Timeline, percentile
+from halab.lab.config import LabConfig
+from halab.observe.timeline import Event, RequestRecord, Timeline, percentile
 
 # Settings the roles use that lab.yaml does not carry yet (keep in step with cloud-init/).
 KEEPALIVED_ADVERT_S = 1.0
@@ -269,7 +269,7 @@ def measure_timeline(cfg: LabConfig, timeline: Timeline, fault: str, node: str, 
     return measure_failover(cfg, timeline.events(), timeline.requests(), fault, node, **kw)
 
 
-# ---- what an experiment drives (the scenario runner; ``halab.experiments.run_measurement``) --------
+# ---- what an experiment drives (the scenario runner; ``halab.chaos.experiments.run_measurement``) --------
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 The measurement is the story every scenario tells, written as steps — traffic, steady state, the
 fault, detection, settle, the undo, recovery — so it waits, records faults and cleans up exactly as
-``scenario run`` does (one runner, not a second orchestrator). ``halab.measure`` keeps the
+``scenario run`` does (one runner, not a second orchestrator). ``halab.chaos.measure`` keeps the
 arithmetic (``measure_failover``) that both use.
 """
 
@@ -13,10 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from halab.chaos.measure import (
+    LabHandles,
+    MeasureResult,
+    expected_detection,
+    measure_failover,
+    not_steady_why,
+)
+from halab.chaos.scenarios import Scenario, ScenarioRunner, Step, StepFailed
 from halab.errors import ConfigError, HalabError, UsageError
 from halab.fault_kinds import MEASURABLE
-from halab.measure import LabHandles, MeasureResult, expected_detection, measure_failover, not_steady_why
-from halab.scenarios import Scenario, ScenarioRunner, Step, StepFailed
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """`doctor`: is this host ready to run the lab? Each check says what it found and, when it fails,
 what to do about it. Nothing here prints; the CLI renders the `Check` list.
 
-The KVM check boots a kernel under KVM (see `halab.accel`), so the first run takes up to ~10 s more;
+The KVM check boots a kernel under KVM (see `halab.lab.accel`), so the first run takes up to ~10 s more;
 later runs read the cached verdict.
 """
 
@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from halab import accel
-from halab.config import LabConfig
 from halab.errors import HalabError
+from halab.lab import accel
+from halab.lab.config import LabConfig
 from halab.paths import cache_dir
 
 MIN_TERRAFORM = (1, 6)
@@ -144,7 +144,7 @@ def check_tool(name: str, package: str, why: str, required: bool = True) -> Chec
 
 def _cache_need_bytes() -> tuple[int, str]:
     try:
-        image = importlib.import_module("halab.image")
+        image = importlib.import_module("halab.lab.image")
     except ImportError:
         return DEFAULT_FREE_BYTES, "to build the base image"
     find = getattr(image, "find_image", None)

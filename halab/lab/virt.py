@@ -17,8 +17,8 @@ from typing import Any
 
 import libvirt
 
-from halab.config import LabConfig
 from halab.errors import ConfigError, HalabError, UsageError
+from halab.lab.config import LabConfig
 
 # The ownership tag's namespace. The Terraform provider (terraform/provider, run without halab on its
 # path) writes the same tag: its common.HALAB_NS must equal this (tests/unit/test_constants.py).

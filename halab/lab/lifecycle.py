@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from halab.atomic import write_atomic
-from halab.config import LabConfig
 from halab.errors import HalabError
+from halab.lab.config import LabConfig
 from halab.lock import LabLock
 from halab.paths import lab_state_dir
 
@@ -146,7 +146,7 @@ def lab_accel(cfg: LabConfig) -> str | None:
         pass
     if cfg.accel in ("kvm", "tcg"):
         return cfg.accel
-    from halab.accel import cached_verdict
+    from halab.lab.accel import cached_verdict
 
     verdict = cached_verdict()
     return None if verdict is None else verdict.accel
@@ -168,13 +168,13 @@ def write_inventory(cfg: LabConfig, accel: str) -> None:
 
 
 def _terraform_client(cfg: LabConfig):
-    from halab.terraform import TerraformClient
+    from halab.lab.terraform import TerraformClient
 
     return TerraformClient(state_paths(cfg)["terraform"])
 
 
 def _tf_progress(clock: _Clock):
-    from halab.terraform import Diagnostic, Drift, ResourceComplete, ResourceError, ResourceStart
+    from halab.lab.terraform import Diagnostic, Drift, ResourceComplete, ResourceError, ResourceStart
 
     def on_event(ev) -> None:
         if isinstance(ev, ResourceStart):
@@ -194,12 +194,12 @@ def _tf_progress(clock: _Clock):
 def prepare(cfg: LabConfig, clock: _Clock, stopped: tuple[str, ...] = ()) -> str:
     """Image, credentials, seeds and the Terraform working directory. Returns the libvirt domain
     type ("kvm" or "qemu")."""
-    from halab.accel import resolve_accel
-    from halab.cloudinit import render_all
-    from halab.image import ensure_image
-    from halab.secrets import ensure_lab_credentials
-    from halab.terraform import lab_tfvars, prepare_workdir
-    from halab.tfmirror import ensure_mirror
+    from halab.lab.accel import resolve_accel
+    from halab.lab.cloudinit import render_all
+    from halab.lab.image import ensure_image
+    from halab.lab.secrets import ensure_lab_credentials
+    from halab.lab.terraform import lab_tfvars, prepare_workdir
+    from halab.lab.tfmirror import ensure_mirror
 
     clock.phase("accel", "choosing the accelerator (KVM only after a real boot probe)…")
     accel = resolve_accel(cfg, progress=lambda msg: clock.say(msg))
@@ -233,8 +233,8 @@ def prepare(cfg: LabConfig, clock: _Clock, stopped: tuple[str, ...] = ()) -> str
 
 def lab_ssh(cfg: LabConfig):
     """SSH to this lab's nodes: the lab's client key, halab's known_hosts, strict checking."""
-    from halab.secrets import load_or_create_keys
-    from halab.ssh import NodeSSH
+    from halab.lab.secrets import load_or_create_keys
+    from halab.lab.ssh import NodeSSH
 
     keys = load_or_create_keys(cfg)
     return NodeSSH(keys.client_key_path, keys.known_hosts_path)
@@ -248,7 +248,7 @@ WAIT_CAP_S = 5400.0
 
 
 def _console_log(cfg: LabConfig, node: str) -> Path:
-    from halab.terraform import default_pool_path
+    from halab.lab.terraform import default_pool_path
 
     return Path(default_pool_path(cfg.name, cfg.libvirt_uri)) / f"{cfg.domain_name(node)}.log"
 
@@ -279,8 +279,8 @@ def wait_ready(cfg: LabConfig, clock: _Clock, stall_s: float | None = None,
     has written the cloud-init ready marker. Gives up only when no waiting node has made progress
     for ``stall_s`` (default by accelerator) or after ``cap_s``; the error says what each node
     was doing. Returns seconds to ready per node."""
-    from halab.cloudinit import READY_MARKER
-    from halab.ssh import SSHUnavailable
+    from halab.lab.cloudinit import READY_MARKER
+    from halab.lab.ssh import SSHUnavailable
 
     if stall_s is None:
         stall_s = STALL_S.get(lab_accel(cfg) or "tcg", STALL_S["tcg"])
@@ -398,7 +398,7 @@ def _restart_stopped(cfg: LabConfig, clock: _Clock, names: list[str], restarts: 
     itself off, a QEMU that died, a panic with no reboot), saying so. Returns whether it started one."""
     import libvirt
 
-    from halab.virt import DomainState, LabVirt, state_of
+    from halab.lab.virt import DomainState, LabVirt, state_of
 
     started = False
     with LabVirt(cfg) as virt:
@@ -447,7 +447,7 @@ def _cloud_init_errors(result_json: str) -> list[str]:
 
 def ssh_state(ssh, ip: str) -> tuple[bool, str]:
     """(reachable, state) of one node over SSH: a wrong host key is its own state."""
-    from halab.ssh import HostKeyMismatch
+    from halab.lab.ssh import HostKeyMismatch
 
     try:
         ssh.connect_timeout = 2.0
@@ -463,7 +463,7 @@ HOST_KEY_MISMATCH = "host key mismatch"
 
 
 def node_statuses(cfg: LabConfig, check_ssh: bool = True) -> list[NodeStatus]:
-    from halab.virt import LabVirt
+    from halab.lab.virt import LabVirt
 
     out: list[NodeStatus] = []
     with LabVirt(cfg) as virt:
@@ -490,7 +490,7 @@ def up(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None,
     back from disk first; a lab ready for the first time (for this definition) gets its `ready`
     checkpoint unless ``checkpoint`` (default: lab.yaml's) says not to. ``wait=False`` stops after
     `terraform apply` (every node started, none waited for, no checkpoint)."""
-    from halab import checkpoint as warm
+    from halab.lab import checkpoint as warm
 
     clock = _Clock(progress)
     with _lock(cfg):
@@ -501,7 +501,7 @@ def up(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None,
                 clock.say(f"{len(started.nodes)} node(s) back from disk in {started.seconds['total']:.1f}s")
         tf = _terraform_client(cfg)
         clock.phase("terraform", "terraform init (offline, halab's provider from the local mirror)…")
-        from halab.virt import refuse_foreign_domains
+        from halab.lab.virt import refuse_foreign_domains
 
         refuse_foreign_domains(cfg)
         _repair_terraform(cfg, clock)
@@ -517,7 +517,7 @@ def up(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None,
                 clock.phase("terraform", f"wave {i + 1}/{len(waves)}: starting {', '.join(wave)}…")
             clock.say("terraform apply…")
             result = tf.apply(on_event=on_event, cancel=cancel)
-            from halab.terraform import clear_imports
+            from halab.lab.terraform import clear_imports
 
             clear_imports(state_paths(cfg)["terraform"])
             summary = result.summary
@@ -577,7 +577,7 @@ def boot_waves(cfg: LabConfig, accel: str, already_running: set[str] | frozenset
 def _running_nodes(cfg: LabConfig) -> set[str]:
     if not lab_exists(cfg):
         return set()
-    from halab.virt import DomainState, LabVirt
+    from halab.lab.virt import DomainState, LabVirt
 
     with LabVirt(cfg) as virt:
         return {n for n, st in virt.states().items() if st in (DomainState.RUNNING, DomainState.PAUSED)}
@@ -585,7 +585,7 @@ def _running_nodes(cfg: LabConfig) -> set[str]:
 
 def _set_running(cfg: LabConfig, stopped: list[str]) -> None:
     """Which nodes this apply starts: the `running` flag of each node in the lab's tfvars."""
-    from halab.terraform import VARS_FILE, write_tfvars
+    from halab.lab.terraform import VARS_FILE, write_tfvars
 
     path = state_paths(cfg)["terraform"] / VARS_FILE
     tfvars = json.loads(path.read_text(encoding="utf-8"))
@@ -599,7 +599,7 @@ class DownIncomplete(HalabError):
 
 
 def _lab_pool_path(cfg: LabConfig) -> str:
-    from halab.terraform import VARS_FILE, default_pool_path
+    from halab.lab.terraform import VARS_FILE, default_pool_path
 
     try:
         tfvars = json.loads((state_paths(cfg)["terraform"] / VARS_FILE).read_text(encoding="utf-8"))
@@ -613,8 +613,8 @@ def down(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None) 
     point: after `terraform destroy` (or without it, when the state is lost or Terraform fails) it
     sweeps libvirt for what is still the lab's. Idempotent. Raises DownIncomplete, keeping the state
     directory, when something cannot be removed."""
-    from halab.terraform import TerraformError
-    from halab.virt import sweep_lab
+    from halab.lab.terraform import TerraformError
+    from halab.lab.virt import sweep_lab
 
     clock = _Clock(progress)
     root = lab_state_dir(cfg.name, create=False)
@@ -669,7 +669,7 @@ def _import_targets(cfg: LabConfig) -> list[tuple[str, str]]:
     metadata, the rest by the lab's names): what rebuilds a lost state."""
     import libvirt
 
-    from halab.virt import LabVirt
+    from halab.lab.virt import LabVirt
 
     out: list[tuple[str, str]] = []
     pool_name = f"{cfg.name}-pool"
@@ -713,7 +713,7 @@ def _repair_terraform(cfg: LabConfig, clock: _Clock, rebuild: bool = True) -> bo
     release a state lock whose holder is dead, and recover a damaged state — Terraform's backup, or
     (``rebuild``) import blocks for the lab's objects in libvirt. Each step says what it did.
     Returns False when there is no usable state (and ``rebuild`` is off)."""
-    from halab import terraform as tfm
+    from halab.lab import terraform as tfm
 
     tfdir = state_paths(cfg)["terraform"]
     tfm.wait_for_running_terraform(tfdir, on_wait=lambda pid: clock.say(
@@ -743,7 +743,7 @@ def plan(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None):
     with _lock(cfg):
         tf = _terraform_client(cfg)
         clock.phase("plan", "terraform plan (refreshing real state from libvirt)…")
-        from halab.virt import refuse_foreign_domains
+        from halab.lab.virt import refuse_foreign_domains
 
         refuse_foreign_domains(cfg)
         _repair_terraform(cfg, clock)
@@ -769,7 +769,7 @@ def rebuild(cfg: LabConfig, node: str, progress: ProgressCallback | None = None,
     """Replace one node (domain, disk, seed: a fresh boot from the base image with the same name,
     address and host key) and keep every other node as it is; then wait until it is ready."""
     from halab.errors import ConfigError, UsageError
-    from halab.virt import refuse_foreign_domains
+    from halab.lab.virt import refuse_foreign_domains
 
     try:
         cfg.node(node)
@@ -787,7 +787,7 @@ def rebuild(cfg: LabConfig, node: str, progress: ProgressCallback | None = None,
         tf.init(cancel=cancel)
         _set_running(cfg, stopped=[])
         result = tf.apply(on_event=_tf_progress(clock), cancel=cancel, replace=node_addresses(node))
-        from halab.terraform import clear_imports
+        from halab.lab.terraform import clear_imports
 
         clear_imports(state_paths(cfg)["terraform"])
         summary = result.summary

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from halab.config import HAPROXY_PRESETS, LabConfig
+from halab.chaos.experiments import MeasurePlan, run_measurement
+from halab.chaos.measure import LabHandles
 from halab.errors import HalabError
-from halab.experiments import MeasurePlan, run_measurement
-from halab.measure import LabHandles
+from halab.lab.config import HAPROXY_PRESETS, LabConfig
 
 # One of each role whose loss tells a different story: HAProxy routes around an API node; the
 # default lab's single database is an outage; losing the broker stops writes, not reads.
@@ -40,7 +40,7 @@ def measure_matrix(
     """Every fault under every preset, on one running lab. A measurement that fails is recorded as
     a problem and the next one still runs; the lab's own preset is installed again at the end,
     whatever happened."""
-    from halab.scenarios import with_preset
+    from halab.chaos.scenarios import with_preset
 
     failover: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
@@ -90,7 +90,7 @@ def detection_ratios(failover: dict[str, dict[str, Any]],
 
 def up_waves(cfg: LabConfig, accel: str, phases: dict[str, float]) -> list[dict[str, Any]]:
     """The cold up's boot by wave: which nodes, and how long each wave took to be ready."""
-    from halab.lifecycle import boot_waves
+    from halab.lab.lifecycle import boot_waves
 
     waves = boot_waves(cfg, accel)
     if len(waves) == 1:
@@ -101,7 +101,7 @@ def up_waves(cfg: LabConfig, accel: str, phases: dict[str, float]) -> list[dict[
 def measure_warm(cfg: LabConfig, up_s: float, say: Say) -> dict[str, Any]:
     """`checkpoint save`, `reset` to it, `stop` and `start` on the lab just brought up, and how
     many times faster a reset is than the cold `up` before it."""
-    from halab import checkpoint as warm
+    from halab.lab import checkpoint as warm
 
     out: dict[str, Any] = {}
     step = lambda st: say(f"warm {st.phase}: {st.message}")  # noqa: E731
@@ -135,7 +135,7 @@ def run_bench(cfg: LabConfig, progress: Say | None = None, *, keep: bool = False
     """``timeline_path``: the whole run's events, traffic and requests as JSON Lines, to see why a
     number came out as it did. ``warm``: also checkpoint save, reset, stop and start (before the
     failover measurements, on the fresh lab)."""
-    from halab import lifecycle
+    from halab.lab import lifecycle
 
     say = progress or (lambda _m: None)
     faults = bench_faults(cfg)
@@ -166,8 +166,8 @@ def run_bench(cfg: LabConfig, progress: Say | None = None, *, keep: bool = False
 
 def _failover(cfg: LabConfig, faults: list[tuple[str, str]], presets: tuple[str, ...],
               plan: MeasurePlan | None, say: Say, timeline_path: str | Path | None) -> dict[str, Any]:
-    from halab.runtime import open_live_lab, ssh_runner
-    from halab.scenarios import push_haproxy_config
+    from halab.chaos.scenarios import push_haproxy_config
+    from halab.live.runtime import open_live_lab, ssh_runner
 
     out: dict[str, Any] = {"problems": []}
     try:

@@ -10,9 +10,9 @@ Ports on every HAProxy node:
 
 from __future__ import annotations
 
-from halab.config import HAProxySettings, LabConfig
+from halab.lab.config import HAProxySettings, LabConfig
+from halab.lab.secrets import LabSecrets
 from halab.ports import API_PORT, FRONTEND_PORT, GALERA_CHECK_PORT, GALERA_PORT, STATS_PORT
-from halab.secrets import LabSecrets
 
 ADMIN_SOCKET = "/run/haproxy/admin.sock"
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import libvirt
 
-from halab.config import LabConfig
 from halab.errors import HalabError
+from halab.lab.config import LabConfig
 from halab.ports import AMQP_PORT, API_PORT, GALERA_PORT, STATS_PORT
 
 SHARE_DIVISOR = 64

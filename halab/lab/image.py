@@ -92,7 +92,7 @@ BUILD_DPKG_OPTIONS: tuple[str, ...] = ("force-unsafe-io",)
 # cloud-init settings baked into the image: only NoCloud is probed (no 120 s metadata-server
 # timeouts offline), and root may log in with the lab's key (minbase has no sudo).
 # The module lists replace Debian's (cloud.cfg.d overrides them) with what halab's user-data uses
-# (cloud-init/common/user-data.yaml, halab/cloudinit.py): every other module costs a Python import
+# (cloud-init/common/user-data.yaml, halab/lab/cloudinit.py): every other module costs a Python import
 # and often a subprocess under TCG, and `locale` failed on every boot (locale-gen + update-locale).
 # power-state-change stays for the image boot test; the stock-image path keeps its own cloud.cfg.
 # bootcmd follows write-files so a role's early hook (cloud-init/<role>/early.sh) finds its files:

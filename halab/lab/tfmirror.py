@@ -52,7 +52,7 @@ def launcher_text(python: str | None = None) -> str:
     py = python or _python()
     return (
         "#!/bin/sh\n"
-        "# halab's Terraform provider (written by halab/tfmirror.py; regenerated on every run).\n"
+        "# halab's Terraform provider (written by halab/lab/tfmirror.py; regenerated on every run).\n"
         f"PYTHONPATH={shlex.quote(str(provider_dir()))}${{PYTHONPATH:+:$PYTHONPATH}}\n"
         "export PYTHONPATH\n"
         f'exec {shlex.quote(py)} -m halab_provider "$@"\n'

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from halab.config import LabConfig, parse_config
+from halab.chaos.story import PAUSE_SOURCE, STEP_SOURCE, HypothesisView, StepView, StoryView
 from halab.errors import ConfigError, UsageError
-from halab.session import (
+from halab.lab.config import LabConfig, parse_config
+from halab.live.session import (
     ActionResult,
     Change,
     EventView,
@@ -30,7 +31,6 @@ from halab.session import (
     TrafficPoint,
     TrafficState,
 )
-from halab.story import PAUSE_SOURCE, STEP_SOURCE, HypothesisView, StepView, StoryView
 
 MAX_BYTES = 256 << 20
 ROW_TYPES = ("event", "traffic", "request")

@@ -27,9 +27,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from halab.chaos.story import StoryView
 from halab.errors import HalabError, UsageError
-from halab.paths import lab_state_dir
-from halab.session import (
+from halab.live.session import (
     ActionResult,
     Change,
     EventView,
@@ -39,7 +39,7 @@ from halab.session import (
     TrafficPoint,
     TrafficState,
 )
-from halab.story import StoryView
+from halab.paths import lab_state_dir
 
 FEED_SOCKET = "feed.sock"
 FEED_TOKEN = "feed.token"
@@ -88,7 +88,7 @@ def feed_paths(lab: str, state_dir: Path | None = None) -> tuple[Path, Path]:
 
 def load_or_create_token(path: Path) -> str:
     """The lab's feed token (0600). Made once per lab; readable only by its owner."""
-    from halab.secrets import write_private
+    from halab.lab.secrets import write_private
 
     if path.is_file():
         token = path.read_text(encoding="utf-8").strip()

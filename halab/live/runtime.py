@@ -12,16 +12,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from halab.boot_priority import BootPriority, settled_text
-from halab.config import LabConfig
-from halab.faults import Faults
-from halab.lifecycle import LabNotUp, lab_exists, lab_ssh
-from halab.measure import LabHandles
-from halab.secrets import load_or_create_secrets
-from halab.services import read_quorum_queues, read_services, summary_line
-from halab.ssh import NodeSSH, SSHUnavailable
-from halab.timeline import Timeline
-from halab.virt import LabVirt
+from halab.chaos.boot_priority import BootPriority, settled_text
+from halab.chaos.faults import Faults
+from halab.chaos.measure import LabHandles
+from halab.lab.config import LabConfig
+from halab.lab.lifecycle import LabNotUp, lab_exists, lab_ssh
+from halab.lab.secrets import load_or_create_secrets
+from halab.lab.services import read_quorum_queues, read_services, summary_line
+from halab.lab.ssh import NodeSSH, SSHUnavailable
+from halab.lab.virt import LabVirt
+from halab.observe.timeline import Timeline
 
 
 def ssh_runner(cfg: LabConfig, ssh: NodeSSH) -> Callable[[str, str], tuple[int, str, str]]:
@@ -52,8 +52,8 @@ class LiveLab:
     def start_observing(self, traffic: bool = True) -> None:
         """Probes and (optionally) the traffic generator feeding the timeline; a ticker closes
         each second's traffic bucket."""
-        from halab.probes import ProbeSet
-        from halab.traffic import TrafficGenerator
+        from halab.observe.probes import ProbeSet
+        from halab.observe.traffic import TrafficGenerator
 
         secrets = load_or_create_secrets(self.cfg)
         self.probes = ProbeSet.for_lab(
@@ -119,7 +119,7 @@ def role_health(live: LiveLab) -> dict[str, Any]:
     """One reading of every role probe, as plain data for `status`: HAProxy backend states per
     balancer, Galera size and node states, RabbitMQ members and partitions, API health and
     heartbeat age per API node, and (several balancers) which one holds the VIP."""
-    from halab.probes import (
+    from halab.observe.probes import (
         GaleraSample,
         HAProxySample,
         HealthSample,

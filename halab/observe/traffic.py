@@ -25,10 +25,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from halab.config import LabConfig, TrafficSettings, check_rate
 from halab.errors import HalabError
+from halab.lab.config import LabConfig, TrafficSettings, check_rate
+from halab.observe.timeline import RequestRecord, percentile
 from halab.ports import FRONTEND_PORT
-from halab.timeline import RequestRecord, percentile
 
 SERVERS_PATH = "/v2/servers"
 READ_LIMIT = 20  # Horizon's default page size: a read lists one page, not the whole table

@@ -109,7 +109,7 @@ def host_key(qemu: str = QEMU, device: str = KVM_DEVICE) -> dict[str, str]:
 def _image_kernel() -> Path | None:
     """The base image's kernel, when issue 3's image module exists and an image has been built."""
     try:
-        image = importlib.import_module("halab.image")  # optional: lands with issue 3
+        image = importlib.import_module("halab.lab.image")  # optional: lands with issue 3
     except ImportError:
         return None
     find = getattr(image, "find_image", None)

@@ -34,11 +34,11 @@ from typing import Any
 import libvirt
 
 from halab import fault_kinds
-from halab.config import LabConfig
 from halab.errors import HalabError, UsageError
-from halab.lifecycle import Progress as Step  # one progress shape for every lab command
+from halab.lab.config import LabConfig
+from halab.lab.lifecycle import Progress as Step  # one progress shape for every lab command
+from halab.lab.virt import DomainState, LabVirt, state_of
 from halab.paths import lab_state_dir
-from halab.virt import DomainState, LabVirt, state_of
 
 READY = "ready"
 STATELESS_ROLES = fault_kinds.STATELESS_ROLES  # only these come back warm alone
@@ -547,7 +547,7 @@ class WarmLab:
         """Until every HAProxy backend is UP on every balancer (or the deadline): what is not."""
         if stats_auth is None:
             return []
-        from halab.probes import HAProxyProbe
+        from halab.observe.probes import HAProxyProbe
 
         probes = [HAProxyProbe(n.name, n.ip, stats_auth, timeout=1.0) for n in self.cfg.nodes()
                   if n.role == "haproxy"]
@@ -696,7 +696,7 @@ def _offset(sh: Any, tries: int = 5) -> float:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    from halab.secrets import write_private
+    from halab.lab.secrets import write_private
 
     write_private(path, json.dumps(data, indent=2))
 
@@ -705,34 +705,34 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _warm(cfg: LabConfig, progress: StepCallback | None) -> WarmLab:
-    from halab.lifecycle import lab_ssh
+    from halab.lab.lifecycle import lab_ssh
 
     return WarmLab(cfg, ssh_factory=lambda: lab_ssh(cfg), progress=progress)
 
 
 def _stats_auth(cfg: LabConfig) -> tuple[str, str]:
-    from halab.secrets import load_or_create_secrets
+    from halab.lab.secrets import load_or_create_secrets
 
     s = load_or_create_secrets(cfg)
     return (s.haproxy_stats_user, s.haproxy_stats_password)
 
 
 def _need_lab(cfg: LabConfig) -> None:
-    from halab.lifecycle import LabNotUp, lab_exists
+    from halab.lab.lifecycle import LabNotUp, lab_exists
 
     if not lab_exists(cfg):
         raise LabNotUp(f"lab {cfg.name!r} is not up; run ./lab.py up")
 
 
 def _fault_store(cfg: LabConfig):
-    from halab.faults import FaultStore
+    from halab.chaos.faults import FaultStore
 
     return FaultStore(lab_state_dir(cfg.name) / "faults.json")
 
 def save_checkpoint(cfg: LabConfig, name: str = READY, progress: StepCallback | None = None,
                     *, locked: bool = False) -> CheckpointInfo:
     """`checkpoint save`: the whole lab as one cut, with halab's own records (active faults)."""
-    from halab.lifecycle import lab_lock
+    from halab.lab.lifecycle import lab_lock
 
     _need_lab(cfg)
     check_name(name)
@@ -743,8 +743,8 @@ def save_checkpoint(cfg: LabConfig, name: str = READY, progress: StepCallback | 
 
 def reset(cfg: LabConfig, name: str = READY, progress: StepCallback | None = None) -> RestoreResult:
     """`reset`: every node back to the checkpoint, together; records made to match it."""
-    from halab.faults import ActiveFault
-    from halab.lifecycle import lab_lock
+    from halab.chaos.faults import ActiveFault
+    from halab.lab.lifecycle import lab_lock
 
     _need_lab(cfg)
     info = find_checkpoint(cfg, name)
@@ -757,7 +757,7 @@ def reset(cfg: LabConfig, name: str = READY, progress: StepCallback | None = Non
 
 
 def stop_lab(cfg: LabConfig, progress: StepCallback | None = None) -> dict[str, float]:
-    from halab.lifecycle import lab_lock
+    from halab.lab.lifecycle import lab_lock
 
     _need_lab(cfg)
     with lab_lock(cfg), _warm(cfg, progress) as warm:
@@ -765,7 +765,7 @@ def stop_lab(cfg: LabConfig, progress: StepCallback | None = None) -> dict[str, 
 
 
 def start_lab(cfg: LabConfig, progress: StepCallback | None = None) -> RestoreResult:
-    from halab.lifecycle import lab_lock
+    from halab.lab.lifecycle import lab_lock
 
     _need_lab(cfg)
     with lab_lock(cfg), _warm(cfg, progress) as warm:

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from halab.atomic import write_atomic
-from halab.config import LabConfig
 from halab.errors import HalabError
+from halab.lab.config import LabConfig
 from halab.paths import lab_state_dir
 
 SECRETS_FILE = "secrets.json"

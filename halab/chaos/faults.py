@@ -5,7 +5,7 @@ other). Each fault that leaves the lab changed is recorded as active until undon
 — in this process or a later one — undoes them all.
 
 Host commands (``tc``) go through a ``HostRunner`` (argv -> (rc, out, err)); guest commands through
-an ``SshRunner`` ((node, command) -> (rc, out, err)), e.g. ``halab.ssh.run``.
+an ``SshRunner`` ((node, command) -> (rc, out, err)), e.g. ``halab.lab.ssh.run``.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ import libvirt
 
 from halab import fault_kinds
 from halab.atomic import write_atomic
-from halab.boot_priority import BootPriority
-from halab.config import LabConfig
+from halab.chaos.boot_priority import BootPriority
 from halab.errors import ConfigError, HalabError, UsageError
+from halab.lab.config import LabConfig
+from halab.lab.virt import DomainState, LabVirt, interfaces_of, state_of
 from halab.lock import LabLock
 from halab.paths import lab_state_dir
-from halab.virt import DomainState, LabVirt, interfaces_of, state_of
 
 HostRunner = Callable[[Sequence[str]], tuple[int, str, str]]
 SshRunner = Callable[[str, str], tuple[int, str, str]]
@@ -270,7 +270,7 @@ class Faults:
         """'warm' (from the `ready` checkpoint) or 'cold' (a boot) for reviving this node: asked
         for, else lab.yaml's `revive` (auto: warm for stateless roles under TCG, where a cold boot
         takes a core for minutes, cold on KVM). A stateful node is never warm."""
-        from halab.checkpoint import READY, CheckpointError, check_definition, find_checkpoint
+        from halab.lab.checkpoint import READY, CheckpointError, check_definition, find_checkpoint
 
         warm_roles = fault_kinds.kind("revive").warm_roles
         role = self.cfg.node(node).role
@@ -285,7 +285,7 @@ class Faults:
             if policy == "cold" or role not in warm_roles:
                 return "cold"
             if policy == "auto":
-                from halab.lifecycle import lab_accel
+                from halab.lab.lifecycle import lab_accel
 
                 if lab_accel(self.cfg) == "kvm":
                     return "cold"
@@ -308,8 +308,8 @@ class Faults:
         if st not in (DomainState.SHUT_OFF, DomainState.CRASHED):
             kind = ""
         if kind == "warm":
-            from halab.checkpoint import WarmLab
-            from halab.lifecycle import lab_ssh
+            from halab.lab.checkpoint import WarmLab
+            from halab.lab.lifecycle import lab_ssh
 
             factory = (lambda: lab_ssh(self.cfg)) if self.clock_ssh == "lab" else self.clock_ssh
             with WarmLab(self.cfg, self.virt, ssh_factory=factory) as warm_lab:  # type: ignore[arg-type]

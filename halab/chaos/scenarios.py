@@ -44,7 +44,7 @@ Hypotheses (strings, or ``{check: STRING, profile: ha, name: ...}`` to apply on 
 * ``METRIC OP NUMBER [%|s|ms] [over step|over run]`` — traffic metrics (read/write/page_availability,
   availability, failed_reads/writes/pages, errors, p99_latency_ms, max_latency_ms) computed from every
   request scheduled in the scope; failover metrics (detection_s, error_window_s, recovery_s,
-  detection_ratio) from ``halab.measure`` for the faults of the scope.
+  detection_ratio) from ``halab.chaos.measure`` for the faults of the scope.
 * ``node X [back] UP|DOWN within N s`` — from the node's detection source (HAProxy for API nodes...).
 * ``writes stuck [in BUILD]`` — the client cannot complete writes (<= 10 % of writes succeed).
 
@@ -69,7 +69,19 @@ from pathlib import Path
 from typing import Any
 
 from halab import fault_kinds
-from halab.config import (
+from halab.chaos.measure import (
+    LabHandles,
+    MeasureResult,
+    detection_sources,
+    measure_failover,
+    not_steady_why,
+    state_change_matches,
+    steady_state,
+)
+from halab.chaos.story import PAUSE_SOURCE, STEP_SOURCE, Story, hypothesis_views, step_data
+from halab.errors import ConfigError, HalabError, UsageError
+from halab.fault_kinds import UNDO
+from halab.lab.config import (
     HAPROXY_PRESET_VALUES,
     HAPROXY_PRESETS,
     MAX_RATE,
@@ -85,21 +97,9 @@ from halab.config import (
     describe_value,
     read_definition,
 )
-from halab.errors import ConfigError, HalabError, UsageError
-from halab.fault_kinds import UNDO
-from halab.measure import (
-    LabHandles,
-    MeasureResult,
-    detection_sources,
-    measure_failover,
-    not_steady_why,
-    state_change_matches,
-    steady_state,
-)
-from halab.story import PAUSE_SOURCE, STEP_SOURCE, Story, hypothesis_views, step_data
-from halab.timeline import Event, RequestRecord, Timeline, percentile
+from halab.observe.timeline import Event, RequestRecord, Timeline, percentile
 
-SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 ACTIONS = ("traffic", "wait", "fault", "revive", "undo", "restore", "reset", "preset", "measure", "mark")
 NARRATION_KEYS = ("say", "pause", "show")  # story mode: what the room is told, and when it waits
 SHOW_PANELS = ("topology", "graphs", "events", "failover", "story")
@@ -967,8 +967,8 @@ SshRun = Callable[[str, str], tuple[int, str, str]]
 def push_haproxy_config(cfg: LabConfig, ssh: SshRun, secrets: Any | None = None) -> list[str]:
     """Render haproxy.cfg for ``cfg`` (its ``haproxy`` settings), install it on every HAProxy node
     after `haproxy -c`, and reload HAProxy (no dropped connections). Returns the nodes done."""
-    from halab.haproxy_config import render_haproxy_cfg
-    from halab.secrets import load_or_create_secrets
+    from halab.lab.haproxy_config import render_haproxy_cfg
+    from halab.lab.secrets import load_or_create_secrets
 
     text = render_haproxy_cfg(cfg, secrets or load_or_create_secrets(cfg))
     blob = base64.b64encode(text.encode()).decode()
@@ -1387,7 +1387,7 @@ def run_scenario(cfg: LabConfig, path: str | Path, *, session: Any | None = None
         lab = LabHandles(session.cfg, session.timeline, session.faults, traffic, session.probes)
         with LabLock(lab_state_dir(session.cfg.name), session.cfg.name):
             return run_loaded(lab, sc, switch_preset=switch, **kw)
-    from halab.runtime import open_live_lab, ssh_runner
+    from halab.live.runtime import open_live_lab, ssh_runner
 
     with LabLock(lab_state_dir(cfg.name), cfg.name), open_live_lab(cfg) as live:
         live.start_observing(traffic=True)
@@ -1400,7 +1400,7 @@ def lab_resetter(cfg: LabConfig) -> Callable[[str], str]:
     """What a `reset:` step (and `scenario run --reset`) does on the real lab."""
 
     def reset(name: str) -> str:
-        from halab.checkpoint import reset as reset_lab
+        from halab.lab.checkpoint import reset as reset_lab
 
         res = reset_lab(cfg, name)
         health = "healthy" if res.healthy else "not healthy yet: " + "; ".join(res.problems[:3])

@@ -25,12 +25,12 @@ from typing import Any
 
 import yaml
 
-from halab.config import LabConfig, Node
 from halab.errors import HalabError
-from halab.haproxy_config import render_haproxy_cfg
+from halab.lab.config import LabConfig, Node
+from halab.lab.haproxy_config import render_haproxy_cfg
+from halab.lab.secrets import LabKeys, LabSecrets
 from halab.paths import project_root
 from halab.ports import AMQP_PORT, API_PORT, GALERA_CHECK_PORT, GALERA_PORT
-from halab.secrets import LabKeys, LabSecrets
 
 READY_MARKER = "/var/lib/halab/ready"
 FAILED_MARKER = "/var/lib/halab/failed"
@@ -148,7 +148,7 @@ def timeout_scale(cfg: LabConfig) -> int:
     (`up` resolves it before rendering seeds), else TCG's (the safe side)."""
     accel = cfg.accel if cfg.accel in TIMEOUT_SCALE else None
     if accel is None:
-        from halab.accel import cached_verdict
+        from halab.lab.accel import cached_verdict
 
         verdict = cached_verdict()
         accel = verdict.accel if verdict is not None else "tcg"

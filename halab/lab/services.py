@@ -12,8 +12,8 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from halab.cloudinit import role_services
-from halab.config import LabConfig
+from halab.lab.cloudinit import role_services
+from halab.lab.config import LabConfig
 
 Run = Callable[[str, str], tuple[int, str, str]]
 PROPERTIES = ("Id", "ActiveState", "SubState", "Result", "NRestarts")
@@ -105,7 +105,7 @@ def parse(node: str, units: list[str], text: str) -> NodeServices:
 def read_services(cfg: LabConfig, run: Run, nodes: list[str] | None = None) -> dict[str, NodeServices]:
     """Every named (default: every) node's role services. A node SSH cannot reach is left out: the
     node list already says it is unreachable."""
-    from halab.ssh import SSHUnavailable
+    from halab.lab.ssh import SSHUnavailable
 
     out: dict[str, NodeServices] = {}
     for n in cfg.nodes():
@@ -167,7 +167,7 @@ def parse_quorum_queues(text: str) -> dict[str, list[str]]:
 def read_quorum_queues(cfg: LabConfig, run: Run, vhost: str, candidates: list[str]) -> dict[str, object]:
     """The lab's quorum queues and where their replicas are, asked of the first mq node that
     answers; {"error": ...} when none does."""
-    from halab.ssh import SSHUnavailable
+    from halab.lab.ssh import SSHUnavailable
 
     why = "no mq node running"
     for node in candidates:

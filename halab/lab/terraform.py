@@ -34,9 +34,9 @@ from typing import Any
 from python_terraform import IsFlagged, Terraform
 
 from halab.atomic import write_atomic
-from halab.cloudinit import NodeSeed
 from halab.errors import HalabError
-from halab.tfmirror import MirrorInfo, ensure_mirror, module_dir
+from halab.lab.cloudinit import NodeSeed
+from halab.lab.tfmirror import MirrorInfo, ensure_mirror, module_dir
 
 VARS_FILE = "halab.auto.tfvars.json"
 

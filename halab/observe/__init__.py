@@ -1,0 +1,1 @@
+"""Watching the lab: probes, traffic, the timeline. Never imports breaking it."""

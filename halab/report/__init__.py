@@ -1,0 +1,1 @@
+"""Writing what happened: scenario and comparison reports."""
