@@ -146,6 +146,8 @@ class HalabApp(App[None]):
         snap = msg.snapshot
         self.snapshot = snap
         self.snapshots_applied += 1
+        if self.feed is not None:
+            self.feed.notify()  # viewers get it now, not at the feed's next poll
         self.applied_ticket = max(self.applied_ticket, msg.ticket)
         no_lab = not snap.exists and all(n.state == "missing" for n in snap.nodes)
         if no_lab and self._nolab is None and not self.read_only:

@@ -25,7 +25,7 @@ from aiohttp import web
 from textual_serve.server import Server
 
 from halab.errors import UsageError
-from halab.live.feed import FeedServer, feed_alive, feed_paths, load_or_create_token
+from halab.live.feed import FeedServer, feed_alive, feed_paths, fixed_rate, load_or_create_token
 from tui.viewer import FEED_SOCKET_ENV, FEED_TOKEN_ENV
 
 COOKIE = "halab_viewer"
@@ -98,14 +98,17 @@ class ViewerServer(Server):
 
 
 class HeadlessPresenter:
-    """A presenter without a terminal UI: takes the session's snapshots (5 a second, the TUI's
-    rate) and publishes them. One engine, one set of probes, however many viewers."""
+    """A presenter without a terminal UI: takes the session's snapshots on a fixed 5 Hz schedule
+    (the TUI's rate) and publishes each one as soon as it is taken. One engine, one set of probes,
+    however many viewers."""
 
     def __init__(self, session: Any, hz: float = 5.0):
         self.session = session
         self.period = 1.0 / hz
         self.latest = None
+        self.taken = 0  # snapshots taken since start (the presenter's updates)
         self.error: str | None = None
+        self.on_snapshot: Callable[[], None] = lambda: None  # the feed's notify
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="presenter", daemon=True)
 
@@ -114,12 +117,17 @@ class HeadlessPresenter:
         self._thread.start()
         return self
 
+    def _tick(self) -> None:
+        try:
+            self.latest = self.session.snapshot()
+        except Exception as exc:  # keep publishing the last good view; say why once
+            self.error = str(exc)
+            return
+        self.taken += 1
+        self.on_snapshot()
+
     def _run(self) -> None:
-        while not self._stop.wait(self.period):
-            try:
-                self.latest = self.session.snapshot()
-            except Exception as exc:  # keep publishing the last good view; say why once
-                self.error = str(exc)
+        fixed_rate(self._stop, self.period, self._tick)
 
     def stop(self) -> None:
         self._stop.set()
@@ -143,6 +151,7 @@ def run_serve(lab: str, session_factory: Callable[[], Any] | None, *, host: str,
         else:
             presenter = HeadlessPresenter(session_factory()).start()
             feed = FeedServer(lambda: presenter.latest, sock, token).start()
+            presenter.on_snapshot = feed.notify
             out(f"serve: this process presents lab {lab!r} (one set of probes for every viewer)")
         viewer_token = secrets.token_urlsafe(16)
         os.environ[FEED_SOCKET_ENV] = str(sock)
