@@ -11,6 +11,7 @@ token: a wrong one gets a refusal page. The HTTP access log is off, so the token
 from __future__ import annotations
 
 import contextlib
+import errno
 import hmac
 import os
 import secrets
@@ -39,13 +40,21 @@ a token that changes on every run.</p></body></html>
 
 
 def port_free(host: str, port: int) -> None:
-    """Refuse a port in use before anything starts (so nothing is left running)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+    """Refuse a bad --host or a port in use before anything starts (so nothing is left running)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except (socket.gaierror, UnicodeError):
+        raise UsageError(f"--host {host}: not an address, nor a name this machine can resolve") from None
+    with socket.socket(family, socket.SOCK_STREAM) as s:
         try:
             s.bind((host, port))
         except OSError as exc:
-            raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc} "
-                             "(choose another with --port)") from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise UsageError(f"--host {host}: not an address of this machine "
+                                 "(cannot listen on it)") from None
+            in_use = exc.errno == errno.EADDRINUSE
+            hint = "choose another with --port" if in_use else "check --host and --port"
+            raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc} ({hint})") from None
 
 
 class ViewerServer(Server):
@@ -160,7 +169,10 @@ def run_serve(lab: str, session_factory: Callable[[], Any] | None, *, host: str,
                               title=f"halab {lab}")
         shown = f"[{host}]" if ":" in host else host
         out(f"serve: viewers open http://{shown}:{port}/?token={viewer_token}  (read-only; Ctrl+C stops)")
-        server.serve()
+        try:
+            server.serve()
+        except OSError as exc:  # the port was taken between the check and the listen
+            raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
     finally:
         os.environ.pop(FEED_TOKEN_ENV, None)
         if feed is not None:
