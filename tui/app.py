@@ -137,8 +137,8 @@ class HalabApp(App[None]):
                 self.post_message(SnapshotReady(snap, ticket))
             if not self.settings.live:
                 self._wake.wait()
-            else:
-                self._wake.wait(period)
+            else:  # period from the start of this snapshot, not after it: 5 Hz stays 5 Hz
+                self._wake.wait(max(0.0, started + period - time.monotonic()))
             rest = MIN_GAP_S - (time.monotonic() - started)
             if rest > 0:
                 time.sleep(rest)
