@@ -21,6 +21,8 @@ def write_stats(directory: Path, app, box: dict) -> None:
     import threading
     import time
 
+    from halab.atomic import write_atomic
+
     def loop() -> None:
         path = directory / f"{os.getpid()}.json"
         while True:
@@ -29,9 +31,7 @@ def write_stats(directory: Path, app, box: dict) -> None:
                    "received": session.client.received if session else 0,
                    "fresh_on_screen": session.fresh if session else 0,
                    "refreshes": app.snapshots_applied}
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(row))
-            tmp.replace(path)
+            write_atomic(path, json.dumps(row))
             time.sleep(0.5)
 
     threading.Thread(target=loop, name="viewer-stats", daemon=True).start()

@@ -77,6 +77,14 @@ def test_serve_on_every_interface_says_so_then_serves(tmp_path):
     try:
         warning = proc.stderr.readline()
         out = "".join(proc.stdout.readline() for _ in range(2))
+        deadline = time.monotonic() + 60
+        while True:  # serving (its signal handlers set) once it accepts a connection
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "serve never listened"
+                time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=30)
