@@ -103,15 +103,18 @@ class ServersPanel(Static):
     def show(self, s: LabSnapshot) -> None:
         from tui.two_apis import latest
 
-        out: list[str] = []
+        views: list[str] = []
+        verdict: list[str] = []
         for line in latest(s.events):
             head, sep, rest = line.partition(" → ")
             api, _, req = head.partition(" GET ")
             if sep and api in ("OpenStack", "EC2"):
-                out += [f"[b $accent]{escape(api)}[/]  [$text-muted]GET {escape(req)}[/]",
-                        f"  {escape(rest)}"]
+                what, _, by = rest.removesuffix(")").rpartition(" (answered by ")
+                views += [f"[b $accent]{escape(api)}[/]  [$text-muted]GET {escape(req)} · "
+                          f"{escape(by or '?')} answered[/]", f"  {escape(what or rest)}"]
             else:
-                out.append(f"[i]{escape(line)}[/]")
+                verdict.append(f"[i]{escape(line)}[/]")
+        out = verdict + views  # the verdict first: it stays in sight on a small panel
         text = "\n".join(out) or ("[$text-muted]Asking the lab for one server in both views "
                                   "(OpenStack /v2/servers and EC2 /ec2/instances)…[/]")
         if text != self._text:
