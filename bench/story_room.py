@@ -54,7 +54,7 @@ async def run_story(app, pilot, name: str, timeout: float) -> dict:
     await pilot.press("enter")
     started = time.time()
     steps: list[dict] = []
-    seen_events = 0
+    seen_events = max((e.seq for e in app.snapshot.events), default=0)  # only this story's events
     pressed_a = False
     deadline = time.monotonic() + timeout
     last: LabSnapshot | None = None
