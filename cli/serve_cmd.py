@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import sys
 
 from cli.common import config_from
 
@@ -24,11 +26,36 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def exposure_warning(host: str, port: int) -> str | None:
+    """What listening on ``host`` opens up, said before it does: None for a loopback address."""
+    if host.lower() == "localhost":
+        return None
+    try:
+        addr = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        addr = None
+    if addr is not None and addr.is_loopback:
+        return None
+    if addr is not None and addr.is_unspecified:
+        who = f"anyone who can reach any address of this machine on port {port}"
+    else:
+        who = f"anyone who can reach {host} on port {port}"
+    return (f"warning: serve listens on {host}, not on loopback: {who} can open a viewer. The token in "
+            "the viewer link is the only guard, and it crosses the network in clear (plain HTTP): share "
+            "the link only with the room, stop serve after the demo. Viewers stay read-only.")
+
+
 def run(args: argparse.Namespace) -> int:
     from halab.errors import UsageError
 
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port must be between 1 and 65535 (got {args.port})")
+    from tui.serve import port_free
+
+    port_free(args.host, args.port)  # a bad host or a busy port: said before anything starts
+    warning = exposure_warning(args.host, args.port)
+    if warning:
+        print(warning, file=sys.stderr)
     if args.replay:
         from cli.tui_cmd import replay_factory
         from halab.live.replay import lab_of, read_recording

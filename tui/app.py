@@ -64,6 +64,7 @@ class HalabApp(App[None]):
         self._up_running = False
         self.exit_note = ""
         self.feed: Any = None  # halab.live.feed.FeedServer while this TUI publishes
+        self._asked_two_apis: tuple[str, int] | None = None  # the story step already asked
 
     # ---- start -------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -136,8 +137,8 @@ class HalabApp(App[None]):
                 self.post_message(SnapshotReady(snap, ticket))
             if not self.settings.live:
                 self._wake.wait()
-            else:
-                self._wake.wait(period)
+            else:  # period from the start of this snapshot, not after it: 5 Hz stays 5 Hz
+                self._wake.wait(max(0.0, started + period - time.monotonic()))
             rest = MIN_GAP_S - (time.monotonic() - started)
             if rest > 0:
                 time.sleep(rest)
@@ -146,6 +147,8 @@ class HalabApp(App[None]):
         snap = msg.snapshot
         self.snapshot = snap
         self.snapshots_applied += 1
+        if self.feed is not None:
+            self.feed.notify()  # viewers get it now, not at the feed's next poll
         self.applied_ticket = max(self.applied_ticket, msg.ticket)
         no_lab = not snap.exists and all(n.state == "missing" for n in snap.nodes)
         if no_lab and self._nolab is None and not self.read_only:
@@ -156,6 +159,32 @@ class HalabApp(App[None]):
         for screen in self.screen_stack:
             if isinstance(screen, DashboardScreen):
                 screen.show_snapshot(snap)
+        self._ask_two_apis(snap)
+
+    def _ask_two_apis(self, snap: LabSnapshot) -> None:
+        """A story step with ``show: servers``: the presenter (never a viewer or a replay, whose
+        timeline already has the answer) reads one server in both API views, once per step."""
+        story = snap.story
+        step = story.step if story is not None else None
+        if step is None or step.show != "servers" or self.read_only or self.session is None \
+                or getattr(self.session, "read_only", False):
+            return
+        key = (story.title, story.current)
+        if key == self._asked_two_apis:
+            return
+        self._asked_two_apis = key
+        self.run_worker(partial(self._two_apis, self.session), name="two APIs", group="two-apis",
+                        thread=True, exit_on_error=False)
+
+    def _two_apis(self, session: Any) -> None:
+        from tui import two_apis
+
+        where = two_apis.target(session)
+        lines = (two_apis.ask(*where) if where is not None
+                 else [two_apis.PREFIX + "this lab has no API to ask (the demo lab runs no VMs)"])
+        for line in lines:
+            session.record_event(line)
+        self._wake.set()
 
     def on_snapshot_failed(self, msg: SnapshotFailed) -> None:
         self.notify(msg.error, title="cannot read the lab", severity="error", timeout=10)

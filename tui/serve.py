@@ -11,6 +11,7 @@ token: a wrong one gets a refusal page. The HTTP access log is off, so the token
 from __future__ import annotations
 
 import contextlib
+import errno
 import hmac
 import os
 import secrets
@@ -25,7 +26,7 @@ from aiohttp import web
 from textual_serve.server import Server
 
 from halab.errors import UsageError
-from halab.live.feed import FeedServer, feed_alive, feed_paths, load_or_create_token
+from halab.live.feed import FeedServer, feed_alive, feed_paths, fixed_rate, load_or_create_token
 from tui.viewer import FEED_SOCKET_ENV, FEED_TOKEN_ENV
 
 COOKIE = "halab_viewer"
@@ -39,13 +40,21 @@ a token that changes on every run.</p></body></html>
 
 
 def port_free(host: str, port: int) -> None:
-    """Refuse a port in use before anything starts (so nothing is left running)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+    """Refuse a bad --host or a port in use before anything starts (so nothing is left running)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except (socket.gaierror, UnicodeError):
+        raise UsageError(f"--host {host}: not an address, nor a name this machine can resolve") from None
+    with socket.socket(family, socket.SOCK_STREAM) as s:
         try:
             s.bind((host, port))
         except OSError as exc:
-            raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc} "
-                             "(choose another with --port)") from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise UsageError(f"--host {host}: not an address of this machine "
+                                 "(cannot listen on it)") from None
+            in_use = exc.errno == errno.EADDRINUSE
+            hint = "choose another with --port" if in_use else "check --host and --port"
+            raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc} ({hint})") from None
 
 
 class ViewerServer(Server):
@@ -98,14 +107,17 @@ class ViewerServer(Server):
 
 
 class HeadlessPresenter:
-    """A presenter without a terminal UI: takes the session's snapshots (5 a second, the TUI's
-    rate) and publishes them. One engine, one set of probes, however many viewers."""
+    """A presenter without a terminal UI: takes the session's snapshots on a fixed 5 Hz schedule
+    (the TUI's rate) and publishes each one as soon as it is taken. One engine, one set of probes,
+    however many viewers."""
 
     def __init__(self, session: Any, hz: float = 5.0):
         self.session = session
         self.period = 1.0 / hz
         self.latest = None
+        self.taken = 0  # snapshots taken since start (the presenter's updates)
         self.error: str | None = None
+        self.on_snapshot: Callable[[], None] = lambda: None  # the feed's notify
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="presenter", daemon=True)
 
@@ -114,12 +126,17 @@ class HeadlessPresenter:
         self._thread.start()
         return self
 
+    def _tick(self) -> None:
+        try:
+            self.latest = self.session.snapshot()
+        except Exception as exc:  # keep publishing the last good view; say why once
+            self.error = str(exc)
+            return
+        self.taken += 1
+        self.on_snapshot()
+
     def _run(self) -> None:
-        while not self._stop.wait(self.period):
-            try:
-                self.latest = self.session.snapshot()
-            except Exception as exc:  # keep publishing the last good view; say why once
-                self.error = str(exc)
+        fixed_rate(self._stop, self.period, self._tick)
 
     def stop(self) -> None:
         self._stop.set()
@@ -143,6 +160,7 @@ def run_serve(lab: str, session_factory: Callable[[], Any] | None, *, host: str,
         else:
             presenter = HeadlessPresenter(session_factory()).start()
             feed = FeedServer(lambda: presenter.latest, sock, token).start()
+            presenter.on_snapshot = feed.notify
             out(f"serve: this process presents lab {lab!r} (one set of probes for every viewer)")
         viewer_token = secrets.token_urlsafe(16)
         os.environ[FEED_SOCKET_ENV] = str(sock)
@@ -151,7 +169,10 @@ def run_serve(lab: str, session_factory: Callable[[], Any] | None, *, host: str,
                               title=f"halab {lab}")
         shown = f"[{host}]" if ":" in host else host
         out(f"serve: viewers open http://{shown}:{port}/?token={viewer_token}  (read-only; Ctrl+C stops)")
-        server.serve()
+        try:
+            server.serve()
+        except OSError as exc:  # the port was taken between the check and the listen
+            raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
     finally:
         os.environ.pop(FEED_TOKEN_ENV, None)
         if feed is not None:

@@ -37,7 +37,8 @@ Story mode (any step, or alone as a narration step that does nothing to the lab)
 * ``say: TEXT`` — narration the TUI shows big while the step runs (at most 400 characters).
 * ``pause: true`` — in the TUI the story waits for the presenter's key before this step
   (``scenario run`` and ``a`` = run on ignore it).
-* ``show: topology|graphs|events|failover|story`` — the panel the TUI puts on stage.
+* ``show: topology|graphs|events|failover|story|servers`` — the panel the TUI puts on stage
+  (servers: one server under both the OpenStack and the EC2 view, read through the VIP).
 
 Hypotheses (strings, or ``{check: STRING, profile: ha, name: ...}`` to apply on one profile only):
 
@@ -102,7 +103,7 @@ from halab.observe.timeline import Event, RequestRecord, Timeline, percentile
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 ACTIONS = ("traffic", "wait", "fault", "revive", "undo", "restore", "reset", "preset", "measure", "mark")
 NARRATION_KEYS = ("say", "pause", "show")  # story mode: what the room is told, and when it waits
-SHOW_PANELS = ("topology", "graphs", "events", "failover", "story")
+SHOW_PANELS = ("topology", "graphs", "events", "failover", "story", "servers")
 SAY_MAX = 400  # characters: narration is read from a projector, not a page
 STEP_KEYS = (*ACTIONS, "name", "expect", *NARRATION_KEYS)
 TOP_KEYS = ("name", "description", "profile", "preset", "hypotheses", "steps")

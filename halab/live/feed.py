@@ -102,6 +102,34 @@ def load_or_create_token(path: Path) -> str:
 # ---- publisher ------------------------------------------------------------------------------------
 
 
+def fixed_rate(stop: threading.Event, period: float, tick: Callable[[], None],
+               wake: threading.Event | None = None) -> None:
+    """Call ``tick`` on a fixed schedule (every ``period`` from the start, not ``period`` after each
+    call ends: a 0.1 s snapshot followed by a 0.2 s sleep is 3.3 a second, not 5). A tick that
+    overruns skips the ticks it missed instead of bursting to catch up. ``wake`` (set by another
+    thread) runs a tick at once; the schedule goes on from there. Returns when ``stop`` is set."""
+    clock = time.monotonic
+    due = clock() + period
+    while not stop.is_set():
+        delay = due - clock()
+        if wake is not None:
+            woken = wake.wait(max(0.0, delay))
+            if woken:
+                wake.clear()
+        else:
+            woken = False
+            if stop.wait(max(0.0, delay)):
+                return
+        if stop.is_set():
+            return
+        tick()
+        if not woken:
+            due += period
+            now = clock()
+            if due <= now:  # overran: the next tick is the next one still ahead
+                due += period * (int((now - due) / period) + 1)
+
+
 class _Viewer:
     def __init__(self, conn: socket.socket):
         self.conn = conn
@@ -133,6 +161,7 @@ class FeedServer:
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
         self._threads: list[threading.Thread] = []
+        self._fresh = threading.Event()
         self.published = 0  # snapshots sent (once per period, to all viewers at once)
         self.refused = 0  # lines viewers sent after their hello: all refused
         self.rejected = 0  # connections with a wrong token
@@ -170,6 +199,7 @@ class FeedServer:
 
     def stop(self) -> None:
         self._stop.set()
+        self._fresh.set()
         for t in self._threads:
             t.join(timeout=2)
         if self._sock is not None:
@@ -230,13 +260,19 @@ class FeedServer:
         with contextlib.suppress(OSError):
             conn.close()
 
+    def notify(self) -> None:
+        """The presenter has a new snapshot: publish it now (without this the feed still polls
+        ``source`` on its own fixed schedule, and may see a snapshot up to a period late)."""
+        self._fresh.set()
+
     def _publish(self) -> None:
-        last: LabSnapshot | None = None
-        while not self._stop.wait(self.period):
+        last: list[LabSnapshot | None] = [None]
+
+        def tick() -> None:
             snap = self.source()
-            if snap is None or snap is last:
-                continue
-            last = snap
+            if snap is None or snap is last[0]:
+                return
+            last[0] = snap
             line = _line(snap)  # encoded once for every viewer
             with self._lock:
                 self._viewers = [v for v in self._viewers if v.alive]
@@ -244,6 +280,8 @@ class FeedServer:
             for v in viewers:
                 v.send(line)
             self.published += 1
+
+        fixed_rate(self._stop, self.period, tick, wake=self._fresh)
 
 
 def _line(snap: LabSnapshot) -> bytes:
@@ -277,6 +315,7 @@ class FeedClient:
         self._error: str | None = None
         self._cond = threading.Condition()
         self._subs: list[Callable[[Change], None]] = []
+        self.received = 0  # snapshots the presenter sent this viewer
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(timeout_s)
         try:
@@ -300,6 +339,7 @@ class FeedClient:
                     snap = snapshot_from_dict(msg["snapshot"])
                     with self._cond:
                         self._latest = snap
+                        self.received += 1
                         self._cond.notify_all()
                     for cb in list(self._subs):
                         cb(Change("snapshot", time.time()))
@@ -354,12 +394,17 @@ class ViewerSession:
     def __init__(self, client: FeedClient):
         self.client = client
         self.refused: list[str] = []
+        self.fresh = 0  # distinct presenter snapshots handed to the viewer's screen
+        self._last: LabSnapshot | None = None
 
     def subscribe(self, cb: Callable[[Change], None]) -> Callable[[], None]:
         return self.client.subscribe(cb)
 
     def snapshot(self) -> LabSnapshot:
         snap = self.client.latest()
+        if snap is not self._last:
+            self._last = snap
+            self.fresh += 1
         if self.client.error:
             return _with_problem(snap, self.client.error)
         return snap

@@ -86,3 +86,64 @@ def test_snapshots_round_trip(tmp_path):
     assert snapshot_from_dict(snapshot_to_dict(s)) == s
     with pytest.raises(HalabError, match="cannot read"):
         snapshot_from_dict({"lab": "x"})
+
+
+class SlowSnapshots:
+    """The demo lab, each snapshot taking ``cost_s`` (a real lab's libvirt, HAProxy and timeline
+    reads take ~0.1 s on a busy TCG host)."""
+
+    def __init__(self, session, cost_s: float):
+        self.session, self.cost_s = session, cost_s
+
+    def snapshot(self):
+        time.sleep(self.cost_s)
+        return self.session.snapshot()
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def test_the_presenter_keeps_five_a_second_when_a_snapshot_takes_a_tenth(tmp_path):
+    """Fixed-rate ticks, not a sleep after each snapshot (that made 1/(0.2 + 0.1) = 3.3 a second)."""
+    from tui.serve import HeadlessPresenter
+
+    presenter = HeadlessPresenter(SlowSnapshots(demo_session(state_dir=tmp_path), 0.1)).start()
+    sock, tok = feed_paths("demo", tmp_path / "state")
+    token = load_or_create_token(tok)
+    feed = FeedServer(lambda: presenter.latest, sock, token).start()
+    presenter.on_snapshot = feed.notify
+    client = FeedClient(sock, token)
+    try:
+        client.latest()
+        time.sleep(0.5)
+        taken0, got0, t0 = presenter.taken, client.received, time.monotonic()
+        time.sleep(3.0)
+        wall = time.monotonic() - t0
+        taken, got = (presenter.taken - taken0) / wall, (client.received - got0) / wall
+    finally:
+        client.close()
+        feed.stop()
+        presenter.stop()
+    assert 4.5 <= taken <= 5.5, f"presenter took {taken:.2f} snapshots/s"
+    assert got >= 4.5, f"a viewer received {got:.2f} snapshots/s (presenter {taken:.2f})"
+
+
+def test_fixed_rate_skips_missed_ticks_instead_of_bursting():
+    import itertools
+    import threading
+
+    from halab.live.feed import fixed_rate
+
+    stop, times = threading.Event(), []
+
+    def tick() -> None:
+        times.append(time.monotonic())
+        if len(times) == 2:
+            time.sleep(0.35)  # overruns almost four periods of 0.1 s
+        if len(times) >= 6:
+            stop.set()
+
+    fixed_rate(stop, 0.1, tick)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(g >= 0.04 for g in gaps), gaps  # no burst of catch-up ticks after the overrun
+    assert all(abs(g - 0.1) < 0.06 for g in gaps[2:]), gaps  # then back on a 0.1 s schedule

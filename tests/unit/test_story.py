@@ -39,8 +39,8 @@ def test_narration_errors_are_located():
             f"  - say: {'x' * 401}\n  - say: '   '\n")
     assert errors_of(text, "n.yaml") == [
         "n.yaml:2: steps[0].say: must be a string (got integer 5)",
-        "n.yaml:3: steps[1].show: must be one of topology, graphs, events, failover, story (got 'graph'); "
-        "did you mean 'graphs'?",
+        "n.yaml:3: steps[1].show: must be one of topology, graphs, events, failover, story, servers "
+        "(got 'graph'); did you mean 'graphs'?",
         "n.yaml:4: steps[2].pause: must be true or false (got integer 1)",
         "n.yaml:6: steps[3].expect: a narration step (say/pause/show only) does nothing to measure; put "
         "expect: on a step that acts or waits",
@@ -121,3 +121,12 @@ def test_builtin_story_runs_on_the_simulated_lab(name):
     assert result.passed, result.summary_lines()
     labels = [h.label for h in story.view().hypotheses]
     assert "read-only cloud" in labels and all(h.status == "held" for h in story.view().hypotheses)
+
+
+def test_the_two_apis_story_runs_on_the_simulated_lab():
+    sc = load_scenario("story-two-apis")
+    assert [s.show for s in sc.steps].count("servers") == 1 and sum(s.pause for s in sc.steps) == 2
+    story = Story.for_scenario(sc, auto=True)
+    result, _sim, _ = run_sim("story-two-apis", story=story)
+    assert result.passed, result.summary_lines()
+    assert [h.status for h in story.view().hypotheses] == ["held"]

@@ -14,13 +14,13 @@ from halab.live.session import LabSnapshot, NodeView
 from tui.keys import ALL_KEYS, STORY_KEYS, VIEW_KEYS, VIEWER_KEYS, KeySpec, bindings
 from tui.screens.dialogs import ConfirmScreen, HelpScreen, LatencyScreen, ScenarioScreen
 from tui.widgets.graphs import LatencyGraph, RequestsGraph
-from tui.widgets.panels import FailoverPanel, KeyBar, StatusLine, Timeline
+from tui.widgets.panels import FailoverPanel, KeyBar, ServersPanel, StatusLine, Timeline
 from tui.widgets.story import StoryPanel
 from tui.widgets.topology import Topology, topology_title
 
-STAGES = ("topology", "graphs", "events", "failover", "story")  # what a story's `show:` may name
+STAGES = ("topology", "graphs", "events", "failover", "story", "servers")  # what a `show:` may name
 PANEL_IDS = {"topology": "topology-box", "graphs": "graphs", "events": "timeline", "failover": "failover",
-             "story": "story"}
+             "story": "story", "servers": "servers"}
 
 # What each confirmation explains: the fault registry's words, plus the lab-wide actions'.
 WHY = {k.name: k.why for k in fault_kinds.KINDS if k.why} | {
@@ -56,6 +56,7 @@ class DashboardScreen(Screen):
             yield LatencyGraph(seconds, id="latency")
         with Horizontal(id="bottom"):
             yield Timeline(tz, id="timeline")
+            yield ServersPanel(id="servers")
             yield FailoverPanel(id="failover")
         # The story and view keys are in the story panel's hint and the help screen: the bar keeps
         # its two lines at 80 columns.
@@ -67,6 +68,7 @@ class DashboardScreen(Screen):
         self.query_one("#timeline").border_title = "events"
         self.query_one("#failover").border_title = "last failover"
         self.query_one("#story").border_title = "story"
+        self.query_one("#servers").border_title = "one server, two APIs"
         self.query_one(Topology).focus()
         self.set_projector(self.app.settings.projector)
         if self.app.snapshot is not None:
@@ -110,6 +112,8 @@ class DashboardScreen(Screen):
         self.query_one(LatencyGraph).show(s)
         self.query_one(Timeline).show(s)
         self.query_one(FailoverPanel).show(s)
+        if self.stage == "servers" or (s.story is not None and s.story.show == "servers"):
+            self.query_one(ServersPanel).show(s)
         self.set_class(s.story is not None, "-story")
         self.query_one(StoryPanel).show(s.story)
         if s.story is not None and s.story.show:

@@ -90,3 +90,33 @@ class KeyBar(Static):
         parts = [f"[@click=screen.{s.action}][b $accent]{escape(s.shown)}[/] {escape(s.label)}[/]"
                  for s in self.specs]
         self.update(Content.from_markup("  ".join(parts)))
+
+
+class ServersPanel(Static):
+    """One server under both API views (a story's ``show: servers``), from the timeline's events:
+    what the presenter read through the VIP, so viewers and replays show the same."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("", **kwargs)
+        self._text = ""
+
+    def show(self, s: LabSnapshot) -> None:
+        from tui.two_apis import latest
+
+        views: list[str] = []
+        verdict: list[str] = []
+        for line in latest(s.events):
+            head, sep, rest = line.partition(" → ")
+            api, _, req = head.partition(" GET ")
+            if sep and api in ("OpenStack", "EC2"):
+                what, _, by = rest.removesuffix(")").rpartition(" (answered by ")
+                views += [f"[b $accent]{escape(api)}[/]  [$text-muted]GET {escape(req)} · "
+                          f"{escape(by or '?')} answered[/]", f"  {escape(what or rest)}"]
+            else:
+                verdict.append(f"[i]{escape(line)}[/]")
+        out = verdict + views  # the verdict first: it stays in sight on a small panel
+        text = "\n".join(out) or ("[$text-muted]Asking the lab for one server in both views "
+                                  "(OpenStack /v2/servers and EC2 /ec2/instances)…[/]")
+        if text != self._text:
+            self._text = text
+            self.update(Content.from_markup(text))
