@@ -497,8 +497,9 @@ _SERVER_COLS = "id, uuid, name, status, created_by, host, created_at, updated_at
 
 
 class MySQLStore:
-    """PyMySQL connections in a small pool. A pooled connection that fails is dropped and the
-    statement retried once on a new one; new connections are gated by a Backoff."""
+    """PyMySQL connections in a small pool. A pooled connection that fails at once empties the pool
+    (its siblings share its fate) and the statement is retried once on a new connection; new
+    connections are gated by a Backoff."""
 
     def __init__(self, db: dict[str, Any], backoff: Backoff | None = None, pool_size: int = 8):
         self.db = db
@@ -548,7 +549,11 @@ class MySQLStore:
                 with contextlib.suppress(Exception):
                     conn.close()
                 if pooled and time.monotonic() - t0 < 1.0:
-                    continue  # a stale pooled connection that failed at once: retry on a fresh one
+                    # A stale pooled connection that failed at once: the others went the same way
+                    # (HAProxy cut every session to the node that died), so drop them all and retry
+                    # on a fresh one instead of failing requests until the pool drains.
+                    self._drop_pool()
+                    continue
                 self.backoff.failed(_short(exc))
                 raise Unavailable("db", _short(exc)) from None
             except BaseException:
@@ -561,6 +566,15 @@ class MySQLStore:
                 conn.close()
             return result
         raise Unavailable("db", "connection lost twice")
+
+    def _drop_pool(self) -> None:
+        while True:
+            try:
+                conn = self._pool.get_nowait()
+            except queue.Empty:
+                return
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def ping(self) -> None:
         self._run(lambda cur: cur.execute("SELECT 1"))

@@ -408,3 +408,67 @@ def test_clustercheck_verdict():
     assert clustercheck.verdict({"wsrep_local_state": "4", "wsrep_ready": "OFF"})[0] == 503
     assert clustercheck.verdict({})[0] == 503
     assert clustercheck.verdict(None)[0] == 503
+
+
+# ---- the DB pool when the Galera node behind HAProxy dies --------------------------------------
+
+class _FakePyMySQL:
+    """Stands in for PyMySQL's module (not on the host): connections that either work or have been
+    cut by HAProxy, as after `on-marked-down shutdown-sessions`."""
+
+    class err:  # mirrors pymysql.err
+        class OperationalError(Exception):
+            pass
+        InterfaceError = InternalError = OperationalError
+
+    class cursors:  # mirrors pymysql.cursors
+        DictCursor = object
+
+    def __init__(self):
+        self.opened = 0
+
+    def connect(self, **_kw):
+        self.opened += 1
+        return _FakeConn(self, cut=False)
+
+
+class _FakeConn:
+    def __init__(self, mod, cut):
+        self.mod, self.cut, self.closed = mod, cut, False
+
+    def cursor(self):
+        conn = self
+
+        class Cur:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def execute(self, *_a):
+                if conn.cut:
+                    raise conn.mod.err.OperationalError(2013, "Lost connection to MySQL server")
+
+            def fetchall(self):
+                return []
+        return Cur()
+
+    def close(self):
+        self.closed = True
+
+
+def test_one_cut_pooled_connection_empties_the_pool(monkeypatch):
+    """db-1 died, HAProxy cut every session to it: the first request that meets a dead pooled
+    connection must not leave the other dead ones for the next requests to fail on."""
+    fake = _FakePyMySQL()
+    monkeypatch.setitem(sys.modules, "pymysql", fake)
+    store = api.MySQLStore({"host": "vip", "user": "u", "password": "p", "database": "d"}, pool_size=8)
+    store._schema_ready = True
+    dead = [_FakeConn(fake, cut=True) for _ in range(5)]
+    for c in dead:
+        store._pool.put_nowait(c)
+    for _ in range(5):  # every request succeeds, none fails on a sibling of a dead connection
+        store.ping()
+    assert all(c.closed for c in dead)
+    assert fake.opened == 1  # one fresh connection, reused from then on
