@@ -3,11 +3,15 @@
 Terraform installs ``halab.local/halab/libvirt`` from ``cache_dir()/terraform/mirror`` (the unpacked
 layout: ``<host>/<ns>/<type>/<version>/<os_arch>/terraform-provider-<type>``), never from the network.
 The executable there is a small launcher that runs this checkout's provider package with this
-checkout's Python (``.venv``). Writing is idempotent and atomic per file, so concurrent labs agree.
+checkout's Python (``.venv``). Each launcher text gets a mirror of its own (named by its hash): two
+checkouts on one host (or a second venv) would otherwise rewrite one shared launcher under a running
+lab, and Terraform refuses the changed package halfway through ``up`` ("does not match any of the
+checksums recorded in the dependency lock file"). Writing is idempotent and atomic per file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -84,7 +88,9 @@ def _write_if_changed(path: Path, text: str, mode: int) -> None:
 def ensure_mirror(root: Path | None = None) -> MirrorInfo:
     """Write (or refresh) the mirror and CLI config; return paths and the environment to use."""
     root = root or cache_dir() / "terraform"
-    mirror = root / "mirror"
+    launcher = launcher_text()
+    key = hashlib.sha256(launcher.encode()).hexdigest()[:16]
+    mirror = root / "mirrors" / key
     exe = (
         mirror
         / PROVIDER_HOST
@@ -94,8 +100,8 @@ def ensure_mirror(root: Path | None = None) -> MirrorInfo:
         / PLATFORM
         / f"terraform-provider-{PROVIDER_TYPE}"
     )
-    _write_if_changed(exe, launcher_text(), 0o755)
-    config = root / "terraformrc"
+    _write_if_changed(exe, launcher, 0o755)
+    config = root / f"terraformrc-{key}"
     _write_if_changed(config, cli_config_text(mirror), 0o644)
     env = {
         "TF_CLI_CONFIG_FILE": str(config),

@@ -196,3 +196,17 @@ def test_lab_tfvars_from_config() -> None:
     assert tv["nodes"]["api-2"]["running"] is False and tv["nodes"]["api-1"]["running"] is True
     with pytest.raises(ValueError, match="resolve"):
         lab_tfvars(cfg, base_image="/b", kernel="/k", initrd="/i", accel="tcg", seeds=seeds)
+
+
+def test_two_checkouts_never_share_a_launcher(tmp_path: Path, monkeypatch) -> None:
+    """A second checkout (another project root) gets its own mirror: the launcher a running lab's
+    Terraform locked is never rewritten under it."""
+    from halab.lab import tfmirror
+
+    first = ensure_mirror(tmp_path / "terraform")
+    text = first.executable.read_text()
+    monkeypatch.setattr(tfmirror, "provider_dir", lambda: tmp_path / "other-checkout" / "provider")
+    second = ensure_mirror(tmp_path / "terraform")
+    assert second.mirror_dir != first.mirror_dir and second.cli_config != first.cli_config
+    assert first.executable.read_text() == text
+    assert "other-checkout" in second.executable.read_text()
