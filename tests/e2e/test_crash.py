@@ -38,6 +38,26 @@ roles:
 
 pytestmark = pytest.mark.crash
 
+# What halab says when it repairs a crash point (README "When something is killed half-way"): the
+# test records which repairs each kill needed, so a run shows the paths it really exercised.
+REPAIRS = {
+    "state from backup": "restored Terraform's backup",
+    "state rebuilt from libvirt": "rebuilding it from libvirt",
+    "imports": "terraform imports them",
+    "stale lock released": "released a Terraform state lock",
+    "waited for a stopping terraform": "is still stopping; waiting for it",
+    "adopted a leftover": "left by an interrupted run); adopted it",
+    "swept": "removed what Terraform did not know",
+    "destroy failed, swept directly": "removing the lab's objects from libvirt directly",
+    "node restarted while booting": "while booting; starting it as heal would",
+    "role setup re-run": "role setup failed",
+}
+
+
+def repairs_in(text: str) -> list[str]:
+    """The kinds of repair a run's output reports."""
+    return [kind for kind, needle in REPAIRS.items() if needle in text]
+
 
 def _virsh(*args: str) -> str:
     return subprocess.run(["virsh", "-c", "qemu:///system", *args], capture_output=True, text=True,
@@ -94,6 +114,7 @@ class Runner:
         self.config.write_text(LAB_YAML)
         self.env = {**os.environ, "HALAB_STATE": str(self.state), "HALAB_CONFIG": str(self.config)}
         self.log: list[str] = []
+        self.repairs: list[str] = []  # repairs seen since the last kill
 
     def run(self, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
         start = time.monotonic()
@@ -104,6 +125,7 @@ class Runner:
         sys.stdout.write(f"\n$ lab.py {' '.join(args)}  (rc={proc.returncode}, {took:.1f}s)\n"
                          f"{proc.stdout}{proc.stderr}")
         assert "Traceback" not in proc.stdout + proc.stderr
+        self.repairs += [f"{args[0]}: {kind}" for kind in repairs_in(proc.stdout + proc.stderr)]
         proc.took = took  # type: ignore[attr-defined]
         return proc
 
@@ -176,6 +198,7 @@ def _kill_and_recover(r: Runner, kills: int, rng: random.Random, seed: int) -> N
         # Recovery straight from the crash point: alternately a `down` and an `up`, then the other.
         first = "down" if len(records) % 2 == 0 else "up"
         t0 = time.monotonic()
+        r.repairs = []
         if first == "down":
             d = r.down_clean()
             u = r.converge()
@@ -184,11 +207,13 @@ def _kill_and_recover(r: Runner, kills: int, rng: random.Random, seed: int) -> N
             d = r.down_clean()
         records.append({"kill": len(records) + 1, "command": cmd, "at_s": at, "last_line": last[:160],
                         "recovered_by": first, "down_s": round(d, 1), "up_s": round(u, 1),
-                        "recovery_s": round(time.monotonic() - t0, 1)})
+                        "recovery_s": round(time.monotonic() - t0, 1), "repairs": r.repairs})
         print(f"\nKILL {json.dumps(records[-1])}")
     summary = {"seed": seed, "kills": len(records),
                "down_clean": len(records), "up_converged": len(records),
-               "by_command": {c: sum(1 for x in records if x["command"] == c) for c in commands}}
+               "by_command": {c: sum(1 for x in records if x["command"] == c) for c in commands},
+               "repairs": {k: sum(1 for x in records for rep in x["repairs"] if rep.endswith(": " + k))
+                           for k in REPAIRS}}
     print("\nCRASH SUMMARY " + json.dumps(summary))
     out = os.environ.get("HALAB_REPORTS")
     if out:
