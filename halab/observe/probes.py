@@ -591,11 +591,15 @@ class RabbitProbe(Probe):
     def __init__(self, nodes: list[str], ssh: SshRunner, hostnames: dict[str, str] | None = None):
         self.nodes, self.ssh = nodes, ssh
         self.hostnames = hostnames or {n: n for n in nodes}  # node -> host part of rabbit@host
+        self._last = 0
 
     def sample(self) -> ProbeSample:
         at = time.time()
         errors = []
-        for n in self.nodes:  # the first node that answers speaks for the cluster
+        # The first node that answers speaks for the cluster; start with the one that answered last,
+        # so a powered-off mq-1 does not cost an SSH connect timeout on every sample.
+        order = self.nodes[self._last:] + self.nodes[:self._last]
+        for n in order:
             try:
                 rc, text, err = self.ssh(n, RABBIT_QUERY)
                 if rc != 0:
@@ -606,6 +610,7 @@ class RabbitProbe(Probe):
                 errors.append(f"{n}: {exc}")
                 continue
             members = {m: "running" if st.running(self.hostnames[m]) else "stopped" for m in self.nodes}
+            self._last = self.nodes.index(n)
             return RabbitSample("rabbitmq", at, status=st, members=members)
         return RabbitSample("rabbitmq", at, False, "; ".join(errors) or "no mq node")
 

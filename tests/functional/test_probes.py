@@ -101,9 +101,14 @@ def test_rabbitmq_parser_and_probe():
         calls.append((node, cmd))
         return (69, "", "Error: unable to perform an operation on node") if node == "mq-1" else (0, text, "")
 
-    s = RabbitProbe(["mq-1", "mq-2", "mq-3"], ssh).sample()
+    probe = RabbitProbe(["mq-1", "mq-2", "mq-3"], ssh)
+    s = probe.sample()
     assert s.members == {"mq-1": "running", "mq-2": "stopped", "mq-3": "running"}
     assert [c[0] for c in calls] == ["mq-1", "mq-2"]
+    # The next sample asks the node that answered first: a dead mq-1 costs no SSH timeout again.
+    calls.clear()
+    assert probe.sample().members == s.members
+    assert [c[0] for c in calls] == ["mq-2"]
 
 
 def test_os_services_and_healthcheck():
