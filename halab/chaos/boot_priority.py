@@ -5,7 +5,10 @@ cores, and under TCG a booting guest takes a whole core for a minute or two: on 
 other nodes' health checks then time out, HAProxy flaps healthy backends and clients see errors
 that are the lab's artefact, not the failover's. While it boots, the node's QEMU gets 1/64 of its
 CPU share (libvirt ``cpu_shares``, live only: it ends with that QEMU process); it gets its share
-back as soon as its role's service answers, or after ``GIVE_UP_S``.
+back as soon as its role's service answers. A share that low never ends a boot on a host whose other
+nodes keep both cores busy (a cold-revived mq-1 in the 12-VM ``ha`` lab had not booted after 900 s),
+so while the node stays silent its share doubles every ``RAMP_STEP_S``: full again after
+``GIVE_UP_S`` (3 minutes) at the latest.
 
 Only halab processes that watch the lab (measure, scenarios, watch, the TUI) lower it: they are the
 ones that settle it again. Hosts where libvirt has no CPU controller just boot the node as before.
@@ -27,7 +30,8 @@ from halab.lab.config import LabConfig
 from halab.ports import AMQP_PORT, API_PORT, GALERA_PORT, STATS_PORT
 
 SHARE_DIVISOR = 64
-GIVE_UP_S = 900.0
+RAMP_STEP_S = 30.0
+GIVE_UP_S = RAMP_STEP_S * (SHARE_DIVISOR.bit_length() - 1)  # 1/64 -> 1/1
 
 # The port whose answer means "this node's role is serving again".
 SERVICE_PORT = {"api": API_PORT, "db": GALERA_PORT, "mq": AMQP_PORT, "haproxy": STATS_PORT}
@@ -52,6 +56,14 @@ class _Lowered:
     node: str
     normal_shares: int
     since: float
+    shares: int = 0  # what it has now
+
+
+def ramped_shares(normal: int, silent_for_s: float) -> int:
+    """The share of a node still silent after ``silent_for_s``: 1/64 of normal, doubling every
+    ``RAMP_STEP_S`` (never below 2, libvirt's minimum)."""
+    divisor = max(1, SHARE_DIVISOR >> int(max(0.0, silent_for_s) // RAMP_STEP_S))
+    return max(2, normal // divisor)
 
 
 class BootPriority:
@@ -113,15 +125,16 @@ class BootPriority:
             return ""
         with self._lock:
             normal = self._lowered[node].normal_shares if node in self._lowered else shares
-        low = max(2, normal // SHARE_DIVISOR)
+        low = ramped_shares(normal, 0.0)
         try:
             dom.setSchedulerParametersFlags({"cpu_shares": low}, libvirt.VIR_DOMAIN_AFFECT_LIVE)
         except libvirt.libvirtError as exc:
             self.unavailable = f"CPU share not settable ({_short(exc)})"
             return ""
         with self._lock:
-            self._lowered[node] = _Lowered(node, normal, self.clock())
-        return f"boots at 1/{SHARE_DIVISOR} CPU share until its service answers"
+            self._lowered[node] = _Lowered(node, normal, self.clock(), low)
+        return (f"boots at 1/{SHARE_DIVISOR} CPU share until its service answers "
+                f"(doubling every {RAMP_STEP_S:.0f} s while silent)")
 
     def settle(self) -> list[str]:
         """Give back the share of every lowered node whose service answers (or that took too long).
@@ -132,12 +145,18 @@ class BootPriority:
         for item in pending:
             n = self.cfg.node(item.node)
             port = SERVICE_PORT.get(n.role)
-            timed_out = self.clock() - item.since > GIVE_UP_S
+            silent_for = self.clock() - item.since
+            timed_out = silent_for > GIVE_UP_S
             if timed_out or port is None or self.answers(n.ip, port):
                 self._restore(item)
                 done.append(item.node)
                 if self.on_settled is not None:
                     self.on_settled(item.node, timed_out)
+                continue
+            want = ramped_shares(item.normal_shares, silent_for)
+            if want != item.shares:
+                self._set(item.node, want)
+                item.shares = want
         return done
 
     def release_all(self) -> None:
@@ -155,10 +174,12 @@ class BootPriority:
     def _restore(self, item: _Lowered) -> None:
         with self._lock:
             self._lowered.pop(item.node, None)
+        self._set(item.node, item.normal_shares)
+
+    def _set(self, node: str, shares: int) -> None:
         try:
-            dom = self.virt.domain(item.node)
-            dom.setSchedulerParametersFlags({"cpu_shares": item.normal_shares},
-                                            libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            dom = self.virt.domain(node)
+            dom.setSchedulerParametersFlags({"cpu_shares": shares}, libvirt.VIR_DOMAIN_AFFECT_LIVE)
         except (libvirt.libvirtError, HalabError):
             pass  # not running any more: the setting went with its QEMU process
 

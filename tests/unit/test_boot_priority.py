@@ -9,7 +9,7 @@ from __future__ import annotations
 import libvirt
 import pytest
 
-from halab.chaos.boot_priority import GIVE_UP_S, SERVICE_PORT, SHARE_DIVISOR, BootPriority
+from halab.chaos.boot_priority import GIVE_UP_S, RAMP_STEP_S, SERVICE_PORT, SHARE_DIVISOR, BootPriority
 from halab.chaos.faults import Faults
 from halab.errors import UsageError
 from halab.lab.config import parse_config
@@ -159,3 +159,21 @@ def test_revive_and_reboot_ask_for_the_low_share(test_driver_faults):
     assert [e.detail for e in f.events[1:]] == ["cold boot", "hard reset"]
     assert bp.unavailable and "no CPU shares through libvirt here" in bp.unavailable
     assert bp.lowered() == []
+
+
+def test_a_silent_node_gets_more_share_until_it_boots():
+    """On a host whose other nodes keep both cores busy, 1/64 never ends a boot: the share doubles
+    every RAMP_STEP_S while the node stays silent, and is full after GIVE_UP_S at the latest."""
+    dom = SharesDomain(1024)
+    clock = Clock()
+    bp = BootPriority(CFG, Virt(**{"mq-1": dom}), answers=lambda ip, port: False, clock=clock)
+    bp.lower("mq-1")
+    seen = [dom.shares]
+    start = clock.t
+    while clock.t - start < GIVE_UP_S - 1:
+        clock.t += RAMP_STEP_S / 3
+        bp.settle()
+        seen.append(dom.shares)
+    assert sorted(set(seen)) == [16, 32, 64, 128, 256, 512, 1024]
+    assert seen == sorted(seen)  # never back down while silent
+    assert GIVE_UP_S <= 180
