@@ -43,6 +43,7 @@ pytestmark = pytest.mark.crash
 REPAIRS = {
     "state from backup": "restored Terraform's backup",
     "state rebuilt from libvirt": "rebuilding it from libvirt",
+    "state lost, down swept": "no usable backup; removing the lab's objects from libvirt directly",
     "imports": "terraform imports them",
     "stale lock released": "released a Terraform state lock",
     "waited for a stopping terraform": "is still stopping; waiting for it",
