@@ -49,7 +49,7 @@ REPAIRS = {
     "waited for a stopping terraform": "is still stopping; waiting for it",
     "adopted a leftover": "left by an interrupted run); adopted it",
     "swept": "removed what Terraform did not know",
-    "destroy failed, swept directly": "removing the lab's objects from libvirt directly",
+    "destroy failed, swept directly": "terraform destroy failed",
     "node restarted while booting": "while booting; starting it as heal would",
     "role setup re-run": "role setup failed",
 }
