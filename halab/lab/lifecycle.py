@@ -721,7 +721,8 @@ def _repair_terraform(cfg: LabConfig, clock: _Clock, rebuild: bool = True) -> bo
     released = tfm.release_stale_lock(tfdir)
     if released:
         clock.say(released)
-    repair = tfm.repair_state(tfdir)
+    repair = tfm.repair_state(tfdir) if rebuild else tfm.repair_state(
+        tfdir, lost_then="removing the lab's objects from libvirt directly (found by ownership) instead")
     if repair is None:
         return True
     clock.say(repair.message)

@@ -797,9 +797,13 @@ class StateRepair:
     message: str
 
 
-def repair_state(workdir: Path) -> StateRepair | None:
+LOST_THEN_REBUILD = "rebuilding it from libvirt (the lab's objects, found by ownership)"
+
+
+def repair_state(workdir: Path, lost_then: str = LOST_THEN_REBUILD) -> StateRepair | None:
     """Make a damaged ``terraform.tfstate`` usable again; None when it is fine or absent. The damaged
-    file is kept beside it (``terraform.tfstate.damaged``) for whoever wants to look."""
+    file is kept beside it (``terraform.tfstate.damaged``) for whoever wants to look. ``lost_then``
+    says what the caller does without a usable state (``down`` sweeps instead of rebuilding)."""
     state = Path(workdir) / STATE_FILE
     if not state.exists() or _valid_state(state) is not None:
         return None
@@ -814,9 +818,8 @@ def repair_state(workdir: Path) -> StateRepair | None:
                                      f"restored Terraform's backup (serial {backup.get('serial')}, "
                                      f"{len(backup['resources'])} resources), kept the damaged file as "
                                      f"{damaged.name}")
-    return StateRepair("lost", f"{STATE_FILE} was {what} and there is no usable backup; rebuilding it "
-                               f"from libvirt (the lab's objects, found by ownership), kept the damaged file "
-                               f"as {damaged.name}")
+    return StateRepair("lost", f"{STATE_FILE} was {what} and there is no usable backup; {lost_then}, "
+                               f"kept the damaged file as {damaged.name}")
 
 
 def _pid_alive(pid: int) -> bool:

@@ -43,12 +43,13 @@ pytestmark = pytest.mark.crash
 REPAIRS = {
     "state from backup": "restored Terraform's backup",
     "state rebuilt from libvirt": "rebuilding it from libvirt",
+    "state lost, down swept": "no usable backup; removing the lab's objects from libvirt directly",
     "imports": "terraform imports them",
     "stale lock released": "released a Terraform state lock",
     "waited for a stopping terraform": "is still stopping; waiting for it",
     "adopted a leftover": "left by an interrupted run); adopted it",
     "swept": "removed what Terraform did not know",
-    "destroy failed, swept directly": "removing the lab's objects from libvirt directly",
+    "destroy failed, swept directly": "terraform destroy failed",
     "node restarted while booting": "while booting; starting it as heal would",
     "role setup re-run": "role setup failed",
 }

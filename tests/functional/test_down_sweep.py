@@ -79,6 +79,29 @@ def test_down_without_state_sweeps_leftovers(conn, tmp_path, monkeypatch) -> Non
     assert any("removed what Terraform did not know" in ln for ln in lines)
 
 
+def test_down_with_an_empty_terraform_state_sweeps_and_says_so(conn, tmp_path, monkeypatch) -> None:
+    """A kill while Terraform wrote its state (seen in the crash test): `down` says it sweeps, not
+    that it rebuilds the state (that is `up`'s repair), and leaves nothing."""
+    from halab.lab import lifecycle
+
+    monkeypatch.setenv("HALAB_STATE", str(tmp_path / "state"))
+    n = CFG.nodes()[1]
+    conn.defineXML(_dom_xml(CFG.domain_name(n), ownership_xml(CFG.name, n.name, n.role))).create()
+    cfg = parse_config("name: swp\nlibvirt_uri: test:///default\n", "lab.yaml", host_mem_mib=1 << 20)
+    tfdir = tmp_path / "state" / "swp" / "terraform"
+    tfdir.mkdir(parents=True)
+    (tfdir / "main.tf").write_text("")
+    (tfdir / "terraform.tfstate").write_text("")
+    lines: list[str] = []
+    lifecycle.down(cfg, progress=lambda p: lines.append(p.message))
+    said = "\n".join(lines)
+    assert "terraform.tfstate was empty" in said and "rebuilding" not in said, said
+    assert "removing the lab's objects from libvirt directly" in said, said
+    assert "removed what Terraform did not know" in said, said
+    assert _lab_objects(conn) == []
+    assert not (tmp_path / "state" / "swp").exists()
+
+
 def test_a_same_named_domain_that_is_not_the_labs_is_refused_never_imported(conn) -> None:
     from halab.lab.virt import ForeignDomain, foreign_domains, refuse_foreign_domains
 
