@@ -17,8 +17,21 @@ join_first() {
     fi
     rabbitmqctl -q stop_app
     rabbitmqctl -q reset
-    rabbitmqctl -q join_cluster "$FIRST"
-    rabbitmqctl -q start_app
+    # Under TCG the Erlang distribution link to the first node can time out (exit 69) although its
+    # AMQP login just worked: try again a few times before giving up.
+    local try
+    for try in 1 2 3; do
+        if rabbitmqctl -q join_cluster "$FIRST"; then
+            rabbitmqctl -q start_app
+            return 0
+        fi
+        echo "halab: join_cluster $FIRST failed (try $try of 3)" >&2
+        sleep 10
+    done
+    # Never leave the app stopped: a re-run of this setup waits for the AMQP port first, which a
+    # stopped app never opens (seen: mq-3 failed its re-run at "wait for the AMQP port").
+    rabbitmqctl -q start_app || true
+    return 69
 }
 grow_queues() {
     # Not fatal: with no quorum queue declared yet there is nothing to grow, and a queue declared

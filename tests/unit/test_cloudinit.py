@@ -388,3 +388,28 @@ def test_option_files_with_secrets_are_readable_by_their_daemon_only(seeds):
             if name.startswith("db-"):
                 f = _files(seed)["/etc/mysql/mariadb.conf.d/91-halab-galera.cnf"]
                 assert (f["owner"], f["permissions"]) == ("root:mysql", "0640")
+
+
+def test_a_failed_mq_join_retries_and_never_leaves_the_app_stopped(seeds, tmp_path):
+    """join_first of the rendered mq-2 setup, with a rabbitmqctl whose join_cluster always fails
+    (the Erlang link to mq-1 timing out under TCG): it tries three times, then starts the app again,
+    so the setup's re-run finds a serving node instead of waiting for an AMQP port that never opens."""
+    setup = _files(seeds[("ha", "fast")]["mq-2"])["/usr/local/lib/halab/setup.sh"]["content"]
+    func = re.search(r"^join_first\(\) \{\n.*?^\}\n", setup, re.S | re.M).group(0)
+    member = re.search(r"^is_member_of_first\(\).*\n", setup, re.M).group(0)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls"
+    (bin_dir / "rabbitmqctl").write_text(
+        f'#!/bin/sh\necho "$*" >> {log}\n'
+        'case "$*" in *join_cluster*) exit 69;; *cluster_status*) echo "rabbit@mq-2"; exit 0;; esac\n')
+    (bin_dir / "rabbitmqctl").chmod(0o755)
+    (bin_dir / "sleep").write_text("#!/bin/sh\n")
+    (bin_dir / "sleep").chmod(0o755)
+    script = f'FIRST=rabbit@mq-1\n{member}{func}join_first; echo "rc=$?"\n'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                         env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, timeout=30)
+    calls = [c.replace("-q ", "") for c in log.read_text().split("\n") if c]
+    assert "rc=69" in out.stdout, out
+    assert [c for c in calls if c.startswith("join_cluster")] == ["join_cluster rabbit@mq-1"] * 3
+    assert calls[-1] == "start_app", calls
