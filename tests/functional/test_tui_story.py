@@ -10,7 +10,7 @@ from tests.functional.test_tui import settle
 from tui import TuiSettings, make_app
 from tui.demo import demo_session
 from tui.screens.dashboard import DashboardScreen
-from tui.widgets.panels import Timeline
+from tui.widgets.panels import StatusLine, Timeline
 from tui.widgets.story import StoryPanel
 
 SIZE = (100, 30)
@@ -150,3 +150,19 @@ async def test_the_presenters_tui_publishes_its_snapshots(tmp_path, monkeypatch)
         assert seen.lab == "demo" and [n.name for n in seen.nodes] == [n.name for n in app.snapshot.nodes]
         viewer.close()
     assert not sock.exists()  # the presenter quit: nothing left listening
+
+
+async def test_a_snapshot_that_arrives_while_the_app_quits_is_dropped(tmp_path):
+    """Quitting removes the dashboard's panels while a last snapshot may still be delivered: that
+    snapshot must not crash the app (seen under load: NoMatches for StatusLine at exit)."""
+    lab = story_lab(tmp_path)
+    app = make_app(lab, TuiSettings(tz=UTC, confirm_destructive=False))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        screen = app.screen
+        assert isinstance(screen, DashboardScreen)
+        snap = app.snapshot
+        before = screen.applied
+        await screen.query_one(StatusLine).remove()
+        screen.show_snapshot(snap)  # raised NoMatches before
+        assert screen.applied == before

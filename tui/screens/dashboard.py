@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 
 from halab import fault_kinds
@@ -105,6 +107,11 @@ class DashboardScreen(Screen):
     def show_snapshot(self, s: LabSnapshot) -> None:
         if not self.is_mounted:
             return
+        # The app may be quitting: panels are being removed while a last snapshot arrives.
+        with contextlib.suppress(NoMatches):
+            self._show(s)
+
+    def _show(self, s: LabSnapshot) -> None:
         self.query_one(StatusLine).show(s)
         self.query_one("#topology-box").border_title = topology_title(s)
         self.query_one(Topology).show(s)
