@@ -225,7 +225,7 @@ def prepare(cfg: LabConfig, clock: _Clock, stopped: tuple[str, ...] = ()) -> str
         cmdline=f"{image.kernel_cmdline} {GUEST_BOOT_ARGS}",
         stopped=stopped,
     )
-    prepare_workdir(paths["terraform"], tfvars)
+    prepare_workdir(paths["terraform"], tfvars, hosts=[h.name for h in cfg.hosts])
     ensure_mirror()
     write_inventory(cfg, accel)
     return accel
@@ -666,45 +666,53 @@ def _report_sweep(clock: _Clock, sweep) -> None:
 
 def _import_targets(cfg: LabConfig) -> list[tuple[str, str]]:
     """Terraform addresses and import ids of the lab's objects libvirt has (domains by ownership
-    metadata, the rest by the lab's names): what rebuilds a lost state."""
+    metadata, the rest by the lab's names): what rebuilds a lost state. On every host of a lab over
+    several, at that host's addresses."""
     import libvirt
 
-    from halab.lab.virt import LabVirt
+    from halab.lab.terraform import host_address, node_module_address
+    from halab.lab.virt import LabVirt, read_ownership
 
     out: list[tuple[str, str]] = []
     pool_name = f"{cfg.name}-pool"
     with LabVirt(cfg) as virt:
-        conn = virt.conn
-        try:
-            pool = conn.storagePoolLookupByName(pool_name)
-            out.append(("libvirt_pool.lab", pool_name))
-        except libvirt.libvirtError:
-            pool = None
-        try:
-            conn.networkLookupByName(cfg.network_name)
-            out.append(("libvirt_network.lab", cfg.network_name))
-        except libvirt.libvirtError:
-            pass
-        if pool is not None:
-            with contextlib.suppress(libvirt.libvirtError):
-                if not pool.isActive():
-                    pool.create(0)
-                pool.refresh(0)
-            vols = {f"{cfg.name}-base.qcow2": "libvirt_volume.base",
-                    f"{cfg.name}-vmlinuz": "libvirt_volume.kernel",
-                    f"{cfg.name}-initrd.img": "libvirt_volume.initrd"}
-            for n in cfg.nodes():
-                mod = f'module.node["{n.name}"]'
-                vols[f"{cfg.domain_name(n)}.qcow2"] = f"{mod}.libvirt_volume.disk"
-                vols[f"{cfg.domain_name(n)}-seed.iso"] = f"{mod}.libvirt_cloudinit_disk.seed"
-            with contextlib.suppress(libvirt.libvirtError):
-                for vol in pool.listAllVolumes(0):
-                    if vol.name() in vols:
-                        out.append((vols[vol.name()], f"{pool_name}/{vol.name()}"))
-        names = {n.name for n in cfg.nodes()}
-        for node, dom in virt.domains().items():
-            if node in names:
-                out.append((f'module.node["{node}"].libvirt_domain.node', dom.UUIDString()))
+        for host, conn in virt.connections():
+            try:
+                pool = conn.storagePoolLookupByName(pool_name)
+                out.append((host_address(cfg, host, "libvirt_pool.lab"), pool_name))
+            except libvirt.libvirtError:
+                pool = None
+            try:
+                conn.networkLookupByName(cfg.network_name)
+                out.append((host_address(cfg, host, "libvirt_network.lab"), cfg.network_name))
+            except libvirt.libvirtError:
+                pass
+            here = [n for n in cfg.nodes() if host is None or n.host == host]
+            if pool is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    if not pool.isActive():
+                        pool.create(0)
+                    pool.refresh(0)
+                vols = {f"{cfg.name}-base.qcow2": host_address(cfg, host, "libvirt_volume.base"),
+                        f"{cfg.name}-vmlinuz": host_address(cfg, host, "libvirt_volume.kernel"),
+                        f"{cfg.name}-initrd.img": host_address(cfg, host, "libvirt_volume.initrd")}
+                for n in here:
+                    mod = node_module_address(cfg, n.name)
+                    vols[f"{cfg.domain_name(n)}.qcow2"] = f"{mod}.libvirt_volume.disk"
+                    vols[f"{cfg.domain_name(n)}-seed.iso"] = f"{mod}.libvirt_cloudinit_disk.seed"
+                with contextlib.suppress(libvirt.libvirtError):
+                    for vol in pool.listAllVolumes(0):
+                        if vol.name() in vols:
+                            out.append((vols[vol.name()], f"{pool_name}/{vol.name()}"))
+            names = {n.name for n in here}
+            for dom in conn.listAllDomains(0):
+                try:
+                    own = read_ownership(dom)
+                except libvirt.libvirtError:
+                    continue
+                if own is not None and own.lab == cfg.name and own.node in names:
+                    addr = f"{node_module_address(cfg, own.node)}.libvirt_domain.node"
+                    out.append((addr, dom.UUIDString()))
     return out
 
 
@@ -759,9 +767,11 @@ def heal(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None) 
     return up(cfg, progress, cancel)
 
 
-def node_addresses(node: str) -> list[str]:
+def node_addresses(node: str, cfg: LabConfig | None = None) -> list[str]:
     """The Terraform resources one node is made of: its domain, disk overlay and seed."""
-    mod = f'module.node["{node}"]'
+    from halab.lab.terraform import node_module_address
+
+    mod = f'module.node["{node}"]' if cfg is None else node_module_address(cfg, node)
     return [f"{mod}.libvirt_domain.node", f"{mod}.libvirt_volume.disk", f"{mod}.libvirt_cloudinit_disk.seed"]
 
 
@@ -786,7 +796,7 @@ def rebuild(cfg: LabConfig, node: str, progress: ProgressCallback | None = None,
         _repair_terraform(cfg, clock)
         tf.init(cancel=cancel)
         _set_running(cfg, stopped=[])
-        result = tf.apply(on_event=_tf_progress(clock), cancel=cancel, replace=node_addresses(node))
+        result = tf.apply(on_event=_tf_progress(clock), cancel=cancel, replace=node_addresses(node, cfg))
         from halab.lab.terraform import clear_imports
 
         clear_imports(state_paths(cfg)["terraform"])
