@@ -520,6 +520,8 @@ def up(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None,
             from halab.lab.terraform import clear_imports
 
             clear_imports(state_paths(cfg)["terraform"])
+            if cfg.hosts:
+                _ensure_tunnel(cfg, clock)
             summary = result.summary
             changes += (summary.add + summary.change + summary.remove) if summary else 0
             if not wait:
@@ -553,6 +555,14 @@ WAVE_ROLES: tuple[tuple[str, ...], ...] = (("db",), ("mq",), ("api",), ("haproxy
 # Up to this many TCG guests boot at once (the default lab's seven measured 257-330 s together);
 # a bigger lab under TCG thrashes two cores (the `ha` profile's twelve: 836 s at best, often never).
 TOGETHER_MAX_TCG = 7
+
+
+def _ensure_tunnel(cfg: LabConfig, clock: _Clock) -> None:
+    """The VXLAN tunnel between the hosts' lab bridges (after apply: the bridges exist)."""
+    from halab.lab import tunnel
+
+    for line in tunnel.ensure(cfg):
+        clock.say(line)
 
 
 def boot_waves(cfg: LabConfig, accel: str, already_running: set[str] | frozenset[str] = frozenset()
@@ -645,6 +655,12 @@ def down(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None) 
                 clock.say(f"{exc} — removing the lab's objects from libvirt directly instead")
         clock.phase("sweep", "sweeping libvirt for anything still the lab's…")
         sweep = sweep_lab(cfg, pool_path)
+        if cfg.hosts:
+            from halab.lab import tunnel
+
+            gone, left = tunnel.remove(cfg)
+            sweep.removed.extend(gone)
+            sweep.left.extend(left)
         _report_sweep(clock, sweep)
         clock.phase("state", "removing the lab's state directory (keys, secrets, checkpoints)…")
     remove_state(cfg)

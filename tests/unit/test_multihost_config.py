@@ -139,3 +139,14 @@ def test_only_nodes_on_this_machine_count_against_its_memory():
     parse_config(TWO_HOSTS, "lab.yaml", host_mem_mib=3600)
     errs = errors_of(TWO_HOSTS, host_mem_mib=3500)
     assert any("needs 3584 MiB" in e for e in errs), errs
+
+
+def test_halab_runs_only_ip_and_bridge_on_a_host():
+    from halab.lab import hostshell
+
+    cfg = parse(TWO_HOSTS)
+    assert hostshell.argv_for(cfg.host("rack1"), ["ip", "link"]) == ["ip", "link"]  # this machine
+    remote = hostshell.argv_for(cfg.host("rack2"), ["bridge", "fdb", "show"])
+    assert remote[0] == "ssh" and remote[-2:] == ["root@10.99.0.2", "bridge fdb show"]
+    with pytest.raises(ValueError):
+        hostshell.argv_for(cfg.host("rack2"), ["sh", "-c", "anything"])
