@@ -53,6 +53,13 @@ class NodeStatus:
     # What SSH says: "ok", "unreachable", "host key mismatch" (the node presented a key halab did
     # not give it: possible man in the middle, never "unreachable"), or "-" (not checked / not running).
     ssh: str = "-"
+    host: str = ""  # the host it runs on (a lab over several); "" on one host
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        if not self.host:
+            d.pop("host")
+        return d
 
 
 @dataclass
@@ -65,7 +72,9 @@ class UpResult:
     terraform_changes: int = 0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["nodes"] = [n.to_dict() for n in self.nodes]
+        return d
 
 
 class _Clock:
@@ -474,7 +483,8 @@ def node_statuses(cfg: LabConfig, check_ssh: bool = True) -> list[NodeStatus]:
             reachable, how = None, "-"
             if ssh is not None and states[n.name] == "running":
                 reachable, how = ssh_state(ssh, n.ip)
-            out.append(NodeStatus(n.name, n.role, n.ip, cfg.domain_name(n), states[n.name], reachable, how))
+            out.append(NodeStatus(n.name, n.role, n.ip, cfg.domain_name(n), states[n.name], reachable, how,
+                                  n.host))
     finally:
         if ssh is not None:
             ssh.close()
