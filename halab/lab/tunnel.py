@@ -50,13 +50,25 @@ def ensure(cfg: LabConfig, only: str | None = None) -> list[str]:
             done.append(f"tunnel {name} created on host {h.name} (VNI {cfg.vni}, local {h.underlay})")
         hostshell.run(h, ["ip", "link", "set", "dev", name, "master", cfg.bridge_name])
         hostshell.run(h, ["ip", "link", "set", "dev", name, "up"])
-        fdb = hostshell.run(h, ["bridge", "fdb", "show", "dev", name]).stdout
+        floods = _flood_peers(hostshell.run(h, ["bridge", "fdb", "show", "dev", name]).stdout)
         for peer in cfg.hosts:
-            if peer.name == h.name or f"dst {peer.underlay} " in fdb + " ":
+            if peer.name == h.name or peer.underlay in floods:
                 continue
             hostshell.run(h, ["bridge", "fdb", "append", ZERO_MAC, "dev", name, "dst", peer.underlay])
             done.append(f"tunnel {name} on host {h.name} floods to host {peer.name} ({peer.underlay})")
     return done
+
+
+def _flood_peers(fdb: str) -> set[str]:
+    """The peers of the all-zero (flood) entries in `bridge fdb show` output. Learned entries name
+    peers too (a remote MAC seen once) and must not count: without its flood entry a host could
+    not reach a MAC it has not yet heard from."""
+    out: set[str] = set()
+    for line in fdb.splitlines():
+        words = line.split()
+        if words[:1] == [ZERO_MAC] and "dst" in words:
+            out.add(words[words.index("dst") + 1])
+    return out
 
 
 def cut(cfg: LabConfig, host: str) -> None:
@@ -74,7 +86,7 @@ def state(cfg: LabConfig) -> list[TunnelState]:
             out.append(TunnelState(h.name, False, False, ()))
             continue
         fdb = hostshell.run(h, ["bridge", "fdb", "show", "dev", cfg.tunnel_name], check=False).stdout
-        peers = tuple(w.split("dst ")[1].split()[0] for w in fdb.splitlines() if "dst " in w)
+        peers = tuple(sorted(_flood_peers(fdb)))
         out.append(TunnelState(h.name, True, ",UP" in res.stdout or "<UP" in res.stdout, peers))
     return out
 

@@ -150,3 +150,12 @@ def test_halab_runs_only_ip_and_bridge_on_a_host():
     assert remote[0] == "ssh" and remote[-2:] == ["root@10.99.0.2", "bridge fdb show"]
     with pytest.raises(ValueError):
         hostshell.argv_for(cfg.host("rack2"), ["sh", "-c", "anything"])
+
+
+def test_only_flood_entries_count_as_tunnel_peers():
+    from halab.lab.tunnel import _flood_peers
+
+    fdb = ("de:c7:ea:ba:68:a4 dst 10.231.0.1 self \n"  # learned: a MAC seen from that host once
+           "00:00:00:00:00:00 dst 10.231.0.3 self permanent\n"
+           "26:20:de:95:bf:73 master hlx permanent\n")
+    assert _flood_peers(fdb) == {"10.231.0.3"}
