@@ -641,6 +641,12 @@ def down(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None) 
     if not root.exists():
         try:
             sweep = sweep_lab(cfg, _lab_pool_path(cfg))
+            if cfg.hosts:  # a tunnel left by a run killed before the state existed
+                from halab.lab import tunnel
+
+                gone, left = tunnel.remove(cfg)
+                sweep.removed.extend(gone)
+                sweep.left.extend(left)
         except HalabError:
             clock.say(f"lab {cfg.name!r} has no state: nothing to do")
             return clock.finish()
