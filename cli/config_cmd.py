@@ -29,9 +29,12 @@ def _show(args: argparse.Namespace) -> int:
     data["vip"] = cfg.vip
     data["nodes"] = [
         {"name": n.name, "role": n.role, "ip": n.ip, "mac": n.mac, "memory_mib": n.memory_mib,
-         "vcpus": n.vcpus, "domain": cfg.domain_name(n)}
+         "vcpus": n.vcpus, "domain": cfg.domain_name(n), **({"host": n.host} if n.host else {})}
         for n in cfg.nodes()
     ]
+    if cfg.hosts:  # the hosts as plain values (the ssh target as one string)
+        data["hosts"] = {h.name: {"uri": h.uri, "underlay": h.underlay,
+                                  **({"ssh": str(h.ssh)} if h.ssh else {})} for h in cfg.hosts}
     print(f"# source: {cfg.source}")
     print(yaml.safe_dump(data, sort_keys=False), end="")
     return 0
@@ -48,5 +51,6 @@ def _check(args: argparse.Namespace) -> int:
         n = len(exc.errors)
         print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
         return exc.exit_code
-    print(f"{cfg.source}: ok ({len(cfg.nodes())} nodes, profile {cfg.profile})")
+    spread = f", over {len(cfg.hosts)} hosts" if cfg.hosts else ""
+    print(f"{cfg.source}: ok ({len(cfg.nodes())} nodes, profile {cfg.profile}{spread})")
     return 0

@@ -33,7 +33,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
     checks = run_checks(cfg, refresh=args.refresh, progress=progress)
     ok = all_required_ok(checks)
-    used = chosen_accel(checks)
+    used = chosen_accel(checks, cfg)
     if args.json:
         print_json({"ok": ok, "accel": used, "elapsed_s": round(time.monotonic() - started, 2),
                     "checks": [c.to_dict() for c in checks]})

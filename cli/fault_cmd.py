@@ -32,7 +32,10 @@ def _number_flags(p: argparse.ArgumentParser, kind: fault_kinds.FaultKind, *, de
 def register(sub) -> None:
     for name, text in SIMPLE.items():
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("node", help="node name, e.g. api-2")
+        if fault_kinds.kind(name).on_host:
+            p.add_argument("node", metavar="host", help="host name from lab.yaml hosts:, e.g. rack2")
+        else:
+            p.add_argument("node", help="node name, e.g. api-2")
         if name.endswith("-service"):
             p.add_argument("--service", help=fault_kinds.kind(name).param("service").help)
         if name == "revive":
@@ -58,7 +61,7 @@ def register(sub) -> None:
     p.set_defaults(func=_watch)
     p = sub.add_parser("measure", help="measure one failover: traffic, steady state, fault, recovery")
     p.add_argument("--fault", required=True, choices=fault_kinds.MEASURABLE)
-    p.add_argument("--node", required=True)
+    p.add_argument("--node", required=True, help="the node (the host, for host-cut and host-kill)")
     p.add_argument("--rate", type=number_in(MIN_RATE, MAX_RATE),
                    help="operations/s (default: traffic.rate from lab.yaml)")
     p.add_argument("--settle", type=number_in(0, 3600), default=3.0,
@@ -89,7 +92,12 @@ def measure_params(args: argparse.Namespace) -> dict[str, object]:
 
 def _simple(args: argparse.Namespace) -> int:
     cfg = config_from(args)
-    cfg.node(args.node)  # clear error for an unknown node before touching anything
+    if fault_kinds.kind(args.action).on_host:  # clear error for an unknown host or node first
+        if not cfg.hosts:
+            raise UsageError(f"lab {cfg.name!r} runs on one host: {args.action} needs lab.yaml hosts:")
+        cfg.host(args.node)
+    else:
+        cfg.node(args.node)
     params = {"service": args.service} if getattr(args, "service", None) else {}
     if args.action == "revive":
         params = {"warm": args.warm, "checkpoint": args.checkpoint}
@@ -166,7 +174,12 @@ def _measure(args: argparse.Namespace) -> int:
     check_output_files(args, "json", "timeline")
     params = measure_params(args)
     cfg = config_from(args)
-    cfg.node(args.node)
+    if fault_kinds.kind(args.fault).on_host:
+        if not cfg.hosts:
+            raise UsageError(f"lab {cfg.name!r} runs on one host: {args.fault} needs lab.yaml hosts:")
+        cfg.host(args.node)
+    else:
+        cfg.node(args.node)
     with open_live_lab(cfg) as live:
         live.start_observing(traffic=True)
         plan = MeasurePlan(rate=args.rate or cfg.traffic.rate, settle_s=args.settle,

@@ -58,7 +58,8 @@ def _summary(res: lifecycle.UpResult) -> None:
     print(f"lab {res.lab}: {len(res.nodes)} nodes, VIP {res.vip}, accelerator {res.accel}, "
           f"{res.terraform_changes} terraform change(s)")
     for n in res.nodes:
-        print(f"  {n.name:<10} {n.role:<8} {n.ip:<15} {n.state}")
+        where = f"{n.host:<12} " if n.host else ""
+        print(f"  {n.name:<10} {n.role:<8} {where}{n.ip:<15} {n.state}")
     print("phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in res.phases_s.items()))
 
 
@@ -137,14 +138,15 @@ def _status(args: argparse.Namespace) -> int:
             roles = {"error": str(exc)}
     if args.json:
         print_json({"lab": cfg.name, "up": True, "stopped": stopped, "vip": cfg.vip,
-                    "nodes": [n.__dict__ for n in nodes], "roles": roles})
+                    "nodes": [n.to_dict() for n in nodes], "roles": roles})
         return 0
     print(f"lab {cfg.name}  VIP {cfg.vip}" + ("  STOPPED (saved to disk; ./lab.py start brings it back)"
                                             if stopped else ""))
     for n in nodes:
         reach = n.ssh if n.ssh == lifecycle.HOST_KEY_MISMATCH else (
             {True: "reachable", False: "unreachable", None: "-"}[n.reachable])
-        print(f"  {n.name:<10} {n.role:<8} {n.ip:<15} {n.state:<9} {reach}")
+        where = f"{n.host:<12} " if n.host else ""
+        print(f"  {n.name:<10} {n.role:<8} {where}{n.ip:<15} {n.state:<9} {reach}")
     if any(n.ssh == lifecycle.HOST_KEY_MISMATCH for n in nodes):
         print("host key mismatch: the node presented a host key halab did not give it (possible man in "
               "the middle); halab will not talk to it. `./lab.py rebuild NODE` if it was replaced on purpose")

@@ -52,6 +52,11 @@ class FaultKind:
     refusing: bool = False
     command: bool = True  # its own CLI command (netem-clear is `netem --clear`)
     warm_roles: tuple[str, ...] = ()  # roles it may bring back from a checkpoint (revive --warm)
+    target: Literal["node", "host"] = "node"  # a host fault acts on every node of one host
+
+    @property
+    def on_host(self) -> bool:
+        return self.target == "host"
 
     @property
     def method(self) -> str:
@@ -100,6 +105,15 @@ KINDS: tuple[FaultKind, ...] = (
               undo="start-service", params=(_SERVICE,), refusing=True),
     FaultKind("start-service", "start the node's role service over SSH", undoes="stop-service",
               params=(_SERVICE,)),
+    # A lab over several hosts (lab.yaml hosts:): faults of a whole host.
+    FaultKind("host-cut", "cut one host off the lab network (its tunnel down: a partition between racks)",
+              "The host's tunnel goes down: its nodes run on, cut off from every other host.",
+              undo="host-restore", target="host"),
+    FaultKind("host-restore", "bring a cut host's tunnel back", undoes="host-cut", target="host"),
+    FaultKind("host-kill", "power-cut every node of one host at once (libvirt destroy)",
+              "A whole host loses power: libvirt destroys every node on it at once.",
+              undo="host-revive", target="host"),
+    FaultKind("host-revive", "start every node of a killed host again", undoes="host-kill", target="host"),
 )
 
 BY_NAME: dict[str, FaultKind] = {k.name: k for k in KINDS}
@@ -108,6 +122,7 @@ FAULTS: tuple[str, ...] = tuple(k.name for k in KINDS if k.is_fault)  # scenario
 UNDO: dict[str, str] = {k.name: k.undo for k in KINDS if k.undo is not None}
 MEASURABLE: tuple[str, ...] = tuple(k.name for k in KINDS if k.measurable)
 REFUSING: frozenset[str] = frozenset(k.name for k in KINDS if k.refusing)
+HOST_ACTIONS: frozenset[str] = frozenset(k.name for k in KINDS if k.on_host)
 
 
 def kind(name: str) -> FaultKind:

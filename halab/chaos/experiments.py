@@ -20,9 +20,9 @@ from halab.chaos.measure import (
     measure_failover,
     not_steady_why,
 )
-from halab.chaos.scenarios import Scenario, ScenarioRunner, Step, StepFailed
+from halab.chaos.scenarios import Scenario, ScenarioRunner, Step, StepFailed, host_watch_node
 from halab.errors import ConfigError, HalabError, UsageError
-from halab.fault_kinds import MEASURABLE
+from halab.fault_kinds import HOST_ACTIONS, MEASURABLE
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,8 @@ def measurement_scenario(fault: str, node: str, plan: MeasurePlan, rate: float, 
          ""),
         ("wait", {"until": f"steady {plan.steady_s} s", "timeout": plan.steady_timeout_s, "required": True},
          "waiting for steady traffic"),
-        ("fault", {"action": fault, "node": node, "params": dict(params)}, f"injecting {fault} on {node}"),
+        ("fault", {"action": fault, ("host" if fault in HOST_ACTIONS else "node"): node,
+                   "params": dict(params)}, f"injecting {fault} on {node}"),
         ("wait", {"until": "detected", "timeout": detect_timeout}, "waiting for detection"),
         ("wait", {"seconds": plan.settle_s}, ""),
     ]
@@ -78,8 +79,13 @@ def run_measurement(
     cfg, tl = lab.cfg, lab.timeline
     if fault not in MEASURABLE:
         raise UsageError(f"cannot measure {fault!r}: measurable faults are {', '.join(MEASURABLE)}")
+    target: str | None = None
     try:
-        role = cfg.node(node).role
+        if fault in HOST_ACTIONS:  # a host: timed on one of its nodes (HAProxy's view of the loss)
+            if not cfg.hosts:
+                raise UsageError(f"{fault} needs a lab over several hosts (lab.yaml hosts:)")
+            target = cfg.host(node).name
+        role = cfg.node(host_watch_node(cfg, target) if target else node).role
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     if not tl.keep_requests:
@@ -107,6 +113,7 @@ def run_measurement(
             lab.traffic.start()  # the runner stops traffic at its end; someone else's keeps going
     until = clock()
     fault_at = runner.faults[0].at
-    result = measure_failover(cfg, tl.events(), tl.requests(), fault, node, fault_at=fault_at, until=until)
+    result = measure_failover(cfg, tl.events(), tl.requests(), fault, runner.faults[0].probe,
+                              fault_at=fault_at, until=until, target=target)
     tl.event("measure", result.summary, node=node, source="measure", failover=result.to_dict())
     return result

@@ -381,6 +381,81 @@ class Faults:
         note = self.boot_priority.lower(node) if self.boot_priority is not None else ""
         return f"{detail}; {note}" if note else detail
 
+    # ---- whole hosts (a lab over several) ------------------------------------------------------
+    def _host(self, host: str) -> str:
+        if not self.cfg.hosts:
+            raise UsageError(f"lab {self.cfg.name!r} runs on one host: host faults need lab.yaml hosts:")
+        try:
+            return self.cfg.host(host).name
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+
+    @_changes_nodes
+    def host_cut(self, host: str) -> FaultEvent:
+        from halab.lab import hostshell, tunnel
+
+        host = self._host(host)
+        at = self.clock()
+        try:
+            tunnel.cut(self.cfg, host)
+        except hostshell.HostCommandError as exc:
+            raise HalabError(f"host-cut {host}: {exc}") from None
+        self.store.add(ActiveFault("host-cut", host, at))
+        names = ", ".join(n.name for n in self.cfg.nodes_on(host))
+        return self._emit("host-cut", host, at, f"tunnel {self.cfg.tunnel_name} down: {names} cut off")
+
+    @_changes_nodes
+    def host_restore(self, host: str) -> FaultEvent:
+        from halab.lab import hostshell, tunnel
+
+        host = self._host(host)
+        at = self.clock()
+        try:
+            tunnel.ensure(self.cfg, only=host)
+        except hostshell.HostCommandError as exc:
+            raise HalabError(f"host-restore {host}: {exc}") from None
+        self.store.remove("host-cut", host)
+        return self._emit("host-restore", host, at, f"tunnel {self.cfg.tunnel_name} up again")
+
+    @_changes_nodes
+    def host_kill(self, host: str) -> FaultEvent:
+        host = self._host(host)
+        have = self.virt.domains()  # only the lab's own domains (ownership tag); a missing one is skipped
+        doms = [(n.name, have[n.name]) for n in self.cfg.nodes_on(host) if n.name in have]
+        alive = [(n, d) for n, d in doms if state_of(d) not in (DomainState.SHUT_OFF, DomainState.CRASHED)]
+        if not alive:
+            raise UsageError(f"every node of host {host} is already shut off; `host-revive {host}` "
+                             "starts them")
+        at = self.clock()
+        for n, d in alive:  # as close to "at once" as libvirt allows: no waiting between them
+            self._call("host-kill", n, d.destroy)
+            if self.boot_priority is not None:
+                self.boot_priority.forget(n)
+            self.store.remove("pause", n)
+        self.store.add(ActiveFault("host-kill", host, at))
+        return self._emit("host-kill", host, at, f"power cut: {', '.join(n for n, _ in alive)}")
+
+    @_changes_nodes
+    def host_revive(self, host: str) -> FaultEvent:
+        host = self._host(host)
+        at = self.clock()
+        started: list[str] = []
+        have = self.virt.domains()
+        for n in self.cfg.nodes_on(host):
+            dom = have.get(n.name)
+            if dom is None:
+                continue  # no domain at all: `heal` makes it, not a revive
+            st = state_of(dom)
+            if st == DomainState.CRASHED:
+                self._call("host-revive", n.name, dom.destroy)
+            if st in (DomainState.SHUT_OFF, DomainState.CRASHED):
+                self._call("host-revive", n.name, dom.create)
+                self._booting(n.name, "cold boot")
+                self.store.remove("kill", n.name)
+                started.append(n.name)
+        self.store.remove("host-kill", host)
+        return self._emit("host-revive", host, at, f"cold boot: {', '.join(started) or 'nothing was off'}")
+
     # ---- network -----------------------------------------------------------------------------
     def _set_links(self, node: str, state: str) -> list[str]:
         dom = self._dom(node)

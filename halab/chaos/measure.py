@@ -173,22 +173,26 @@ def measure_failover(
     *,
     fault_at: float | None = None,
     until: float | None = None,
+    target: str | None = None,
 ) -> MeasureResult:
     """The measurement for the last ``fault`` on ``node`` in these events (or the one at
-    ``fault_at``), over operations scheduled until ``until`` (default: all)."""
+    ``fault_at``), over operations scheduled until ``until`` (default: all). A host fault names its
+    host as ``target`` (its fault and undo events) and one of that host's nodes as ``node`` (whose
+    detection and recovery are timed)."""
     try:
         role = cfg.node(node).role
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     evs = sorted(events, key=lambda e: e.at)
-    fault_evs = [e for e in evs if e.kind == "fault" and e.node == node
+    who = target or node
+    fault_evs = [e for e in evs if e.kind == "fault" and e.node == who
                  and (e.data.get("action") or e.source) == fault]
     if fault_at is None:
         if not fault_evs:
             raise HalabError(f"no {fault} of {node} in the timeline")
         fault_at = fault_evs[-1].at
     undo = UNDO.get(fault)
-    revive_ev = next((e for e in evs if e.kind == "fault" and e.node == node and e.at >= fault_at
+    revive_ev = next((e for e in evs if e.kind == "fault" and e.node == who and e.at >= fault_at
                       and (e.data.get("action") or e.source) in (undo, "revive")), None)
     revive_at = revive_ev.at if revive_ev else None
     expected, basis = expected_detection(cfg, role, fault)

@@ -470,14 +470,27 @@ def _read_step(r: _ScenarioReader, loc: Located, i: int, profiles: tuple[str, ..
             r.err(a.line, where, f"must be seconds or {{until: CONDITION, timeout: N}} "
                   f"(got {describe_kind(a.value)} {describe_value(a.value)})")
     elif action == "fault":
-        f = r.mapping(a, where, ("action", "node", "params"))
-        for key in ("action", "node"):
-            if key not in f and isinstance(a.value, dict):
-                r.err(a.line, where, f"missing {key}")
+        f = r.mapping(a, where, ("action", "node", "host", "params"))
+        if "action" not in f and isinstance(a.value, dict):
+            r.err(a.line, where, "missing action")
         if "action" in f:
             args["action"] = r.choice(f["action"], f"{where}.action", FAULT_ACTIONS)
-        if "node" in f:
+        on_host = args.get("action") in fault_kinds.HOST_ACTIONS
+        want, other = ("host", "node") if on_host else ("node", "host")
+        if want not in f and isinstance(a.value, dict):
+            r.err(a.line, where, f"missing {want}" + (f" ({args['action']} acts on a host of lab.yaml "
+                                                       "hosts:)" if on_host else ""))
+        if other in f:
+            r.err(f[other].line, f"{where}.{other}", f"{args.get('action')} takes {want}:, not {other}:")
+        if "node" in f and not on_host:
             args["node"] = r.node(f["node"], f"{where}.node")
+        if "host" in f and on_host:
+            v = r.string(f["host"], f"{where}.host")
+            if v is not None and not re.match(r"^[a-z][a-z0-9-]{0,14}$", v):  # or `last`
+                r.err(f["host"].line, f"{where}.host",
+                      f"not a host name like rack2 (got {describe_value(v)})")
+            elif v is not None:
+                args["host"] = v
         params: dict[str, Any] = {}
         if "params" in f:
             allowed = FAULT_PARAMS.get(args.get("action") or "", {})
@@ -665,8 +678,8 @@ def _check_flow(r: LocatedReader, steps: list[Step]) -> None:
             traffic = not a.get("stop")
         elif s.action == "fault":
             seen_fault = True
-            if a["action"] in UNDO:
-                active.append((a["action"], a["node"]))
+            if a.get("action") in UNDO:
+                active.append((a["action"], a.get("host") or a.get("node", "")))
         elif s.action in ("revive", "undo"):
             match = [f for f in active if (not a.get("node") or f[1] == a["node"])
                      and (not a.get("action") or f[0] == a["action"])]
@@ -707,12 +720,30 @@ def builtin_scenarios(directory: Path | None = None) -> list[Path]:
 @dataclass
 class AppliedFault:
     action: str
-    node: str
+    node: str  # the node, or the host of a host fault
     at: float
     params: dict[str, Any]
     cfg: LabConfig
     step: int
     undone_at: float | None = None
+    watch: str = ""  # a host fault: the node whose detection and recovery stand for the host's
+
+    @property
+    def probe(self) -> str:
+        return self.watch or self.node
+
+    @property
+    def target(self) -> str | None:
+        return self.node if self.watch else None
+
+
+def host_watch_node(cfg: LabConfig, host: str) -> str:
+    """The node a host fault is timed on: the host's first API node (HAProxy's view of the loss),
+    else its first node."""
+    nodes = cfg.nodes_on(host)
+    if not nodes:
+        raise UsageError(f"host {host!r} holds no node of lab {cfg.name!r}: nothing to break there")
+    return next((n.name for n in nodes if n.role == "api"), nodes[0].name)
 
 
 @dataclass
@@ -1205,15 +1236,15 @@ class ScenarioRunner:
             return lambda: steady_state(self.tl, since, n, self.lab.probes, self.clock())
         f = self._last_fault()
         if cond == "detected":
-            sources = detection_sources(self.cfg, self.cfg.node(f.node).role)
-            return lambda: any(state_change_matches(e, sources, f.node, "down")
+            sources = detection_sources(self.cfg, self.cfg.node(f.probe).role)
+            return lambda: any(state_change_matches(e, sources, f.probe, "down")
                                for e in self.tl.events(since=f.at))
 
         def recovered() -> bool:
             if f.undone_at is None:
                 return False
             r = measure_failover(f.cfg, self.tl.events(), self.tl.requests(since=f.undone_at), f.action,
-                                 f.node, fault_at=f.at)
+                                 f.probe, fault_at=f.at, target=f.target)
             return r.recovered_at is not None
         return recovered
 
@@ -1238,11 +1269,20 @@ class ScenarioRunner:
             self.tl.note(f"{a['until']!r} not reached within {a['timeout']:g} s{why}", source="scenario")
             return False, f"{a['until']!r} not reached within {a['timeout']:g} s{why}"
         if step.action == "fault":
-            self.cfg.node(a["node"])
-            fe = lab.faults.apply(a["action"], a["node"], **a["params"])
+            target, watch = a.get("host") or a["node"], ""
+            if "host" in a:
+                if target == "last" and self.cfg.hosts:  # the built-in host-loss: any host names
+                    target = self.cfg.hosts[-1].name
+                if not self.cfg.hosts:
+                    raise UsageError(f"{a['action']} needs a lab over several hosts (lab.yaml hosts:)")
+                self.cfg.host(target)
+                watch = host_watch_node(self.cfg, target)
+            else:
+                self.cfg.node(target)
+            fe = lab.faults.apply(a["action"], target, **a["params"])
             self._fault_event(fe)
-            self.faults.append(AppliedFault(a["action"], a["node"], fe.at, dict(a["params"]), self.cfg,
-                                            step.index))
+            self.faults.append(AppliedFault(a["action"], target, fe.at, dict(a["params"]), self.cfg,
+                                            step.index, watch=watch))
             return True, fe.message
         if step.action in ("revive", "undo"):
             match = [f for f in self.faults if f.undone_at is None and f.action in UNDO
@@ -1300,8 +1340,8 @@ class ScenarioRunner:
                 continue
             limits = [g.at for g in self.faults[i + 1:]] + [t for t in self.measure_ends if t > f.at] + [end]
             try:
-                m = measure_failover(f.cfg, events, requests, f.action, f.node, fault_at=f.at,
-                                     until=min(limits))
+                m = measure_failover(f.cfg, events, requests, f.action, f.probe, fault_at=f.at,
+                                     until=min(limits), target=f.target)
             except HalabError as exc:
                 if not quiet:
                     self.problems.append(f"measuring {f.action} {f.node}: {exc}")

@@ -308,6 +308,8 @@ def resolve_accel(cfg: Any, progress: Progress | None = None) -> str:
     With ``auto`` and no way to probe (no kernel), TCG: slower, never hangs."""
     if cfg.accel in ("kvm", "tcg"):
         return cfg.accel
+    if any(h.ssh is not None for h in getattr(cfg, "hosts", ())):
+        return "tcg"  # KVM on a remote host is not boot-probed: never trusted on its own word
     try:
         return kvm_verdict(progress=progress).accel
     except ProbeKernelError:

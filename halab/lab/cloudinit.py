@@ -309,7 +309,12 @@ def render_network_config(cfg: LabConfig, node: Node) -> str:
             }
         },
     }
+    if cfg.hosts:  # the VXLAN tunnel between the hosts takes 50 bytes of a 1500-byte underlay frame
+        data["ethernets"]["eth0"]["mtu"] = TUNNEL_MTU
     return _dump(data)
+
+
+TUNNEL_MTU = 1450
 
 
 def render_user_data(cfg: LabConfig, node: Node, secrets: LabSecrets, keys: LabKeys) -> str:

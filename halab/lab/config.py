@@ -30,7 +30,10 @@ HAPROXY_PRESETS = ("fast", "kolla")
 TCG_TRAFFIC_RATE = 8.0  # default operations/s under software emulation (see LabConfig.for_accel)
 CONFIG_ENV = "HALAB_CONFIG"
 TOP_KEYS = ("name", "profile", "network", "roles", "image", "accel", "libvirt_uri", "haproxy", "traffic",
-            "checkpoint", "revive", "boot")
+            "checkpoint", "revive", "boot", "hosts", "placement")
+HOST_KEYS = ("uri", "underlay", "ssh")
+SSH_KEYS = ("target", "port", "keyfile", "known_hosts")
+MAX_HOSTS = 8
 # How the nodes boot: auto = in waves (db, mq, api, haproxy; each when the one before answers) for a
 # TCG lab of more than seven nodes, all at once otherwise; waves; together.
 BOOT_MODES = ("auto", "waves", "together")
@@ -170,6 +173,49 @@ class TrafficSettings:
 
 
 @dataclass(frozen=True)
+class SshTarget:
+    """How halab runs its few host commands (the tunnel's `ip`/`bridge`) on a remote host: the
+    user's own ssh to ``user@host``, never anything a lab file could turn into another program."""
+
+    user: str
+    host: str
+    port: int = 22
+    keyfile: str | None = None
+    known_hosts: str | None = None
+
+    def argv(self, command: list[str]) -> list[str]:
+        """ssh's command line for ``command`` (halab's own argv, each word quoted for the remote
+        shell). BatchMode: a missing key fails at once instead of asking for a password."""
+        import shlex
+
+        out = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-p", str(self.port)]
+        if self.keyfile:
+            out += ["-i", self.keyfile, "-o", "IdentitiesOnly=yes"]
+        if self.known_hosts:
+            out += ["-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes"]
+        target = f"{self.user}@{self.host}" if self.user else self.host
+        return [*out, "--", target, " ".join(shlex.quote(w) for w in command)]
+
+    def __str__(self) -> str:
+        return f"ssh {self.user + '@' if self.user else ''}{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One machine of a lab spread over several: its libvirt, its underlay address (the tunnel's
+    endpoint) and how halab runs the tunnel's commands there (None: this machine itself)."""
+
+    name: str
+    uri: str
+    underlay: str
+    ssh: SshTarget | None = None
+
+    @property
+    def local(self) -> bool:
+        return self.ssh is None
+
+
+@dataclass(frozen=True)
 class Node:
     name: str  # e.g. "api-2"
     role: str
@@ -178,6 +224,7 @@ class Node:
     mac: str
     memory_mib: int
     vcpus: int
+    host: str = ""  # the host it runs on; "" for a lab on one host
 
 
 @dataclass(frozen=True)
@@ -196,6 +243,48 @@ class LabConfig:
     boot: str = "auto"
     source: str = "<built-in default>"
     runs_on: str | None = None  # the accelerator the lab was found to run under (for_accel)
+    hosts: tuple[HostSpec, ...] = ()  # empty: the lab lives on libvirt_uri alone
+    placement: tuple[tuple[str, str], ...] = ()  # (node, host) for every node when hosts are given
+
+    # ---- several hosts -----------------------------------------------------------------------
+    @property
+    def multihost(self) -> bool:
+        return bool(self.hosts)
+
+    def host(self, name: str) -> HostSpec:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        known = ", ".join(h.name for h in self.hosts) or "(none: this lab has no hosts:)"
+        raise ConfigError([one_line(f"no host {clip(repr(name))} in lab {self.name!r}; hosts: {known}")])
+
+    def host_of(self, node: str) -> HostSpec | None:
+        """The host a node is placed on; None for a lab on one host."""
+        where = dict(self.placement).get(node)
+        return None if where is None else self.host(where)
+
+    def uri_of(self, node: str) -> str:
+        h = self.host_of(node)
+        return self.libvirt_uri if h is None else h.uri
+
+    def nodes_on(self, host: str) -> list[Node]:
+        return [n for n in self.nodes() if n.host == host]
+
+    @property
+    def primary_host(self) -> HostSpec | None:
+        """The first host: its lab network carries the gateway (and NAT); the others' are plain
+        bridges joined to it by the tunnel."""
+        return self.hosts[0] if self.hosts else None
+
+    @property
+    def tunnel_name(self) -> str:
+        """The VXLAN device on every host (Linux's 15 characters): the lab's bridge name + "vx"."""
+        return self.bridge_name + "vx"
+
+    @property
+    def vni(self) -> int:
+        """The lab's VXLAN network identifier: from its name, so two labs over the same hosts differ."""
+        return 1 + int.from_bytes(hashlib.sha256(f"vni/{self.name}".encode()).digest()[:3], "big") % 0xFFFFFE
 
     # ---- derived facts every layer agrees on -------------------------------------------------
     def for_accel(self, accel: str | None) -> LabConfig:
@@ -249,13 +338,15 @@ class LabConfig:
         out: list[Node] = []
         base = self.ip_network.network_address + 11
         offset = 0
+        where = dict(self.placement)
         for role in ROLES:
             spec = self.roles[role]
             for i in range(1, spec.count + 1):
                 name = f"{role}-{i}"
                 digest = hashlib.sha256(f"{self.name}/{name}".encode()).digest()
                 mac = f"52:54:00:{digest[0]:02x}:{digest[1]:02x}:{digest[2]:02x}"
-                out.append(Node(name, role, i, str(base + offset), mac, spec.memory_mib, spec.vcpus))
+                out.append(Node(name, role, i, str(base + offset), mac, spec.memory_mib, spec.vcpus,
+                                where.get(name, "")))
                 offset += 1
         return out
 
@@ -275,6 +366,11 @@ class LabConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("source")
+        if not self.hosts:  # a lab on one host reads as it always did
+            d.pop("hosts")
+            d.pop("placement")
+        else:
+            d["placement"] = dict(self.placement)
         return d
 
 
@@ -668,12 +764,23 @@ def parse_config(text: str, fname: str = "lab.yaml", host_mem_mib: int | None = 
             else:
                 libvirt_uri = v
 
+    hosts, host_lines = _read_hosts(r, top.get("hosts"), fname)
+    if hosts and "libvirt_uri" in top:
+        r.err(top["libvirt_uri"].line, "libvirt_uri", "give either libvirt_uri (one host) or hosts: (each "
+              "with its uri), not both")
+    if hosts:
+        libvirt_uri = hosts[0].uri
+
     haproxy = _read_haproxy(r, top.get("haproxy"))
     traffic = _read_traffic(r, top.get("traffic"))
-    checkpoint = True
+    checkpoint = not hosts  # a checkpoint saves memory and copies disks on one host
     if "checkpoint" in top:
         v = r.boolean(top["checkpoint"], "checkpoint")
-        checkpoint = checkpoint if v is None else v
+        if v and hosts:
+            r.err(top["checkpoint"].line, "checkpoint", "a lab spread over hosts: has no checkpoints yet "
+                  "(memory images and overlays live on each host); use checkpoint: false")
+        elif v is not None:
+            checkpoint = v
     revive = "auto"
     if "revive" in top:
         revive = r.choice(top["revive"], "revive", REVIVE_MODES) or revive
@@ -697,9 +804,20 @@ def parse_config(text: str, fname: str = "lab.yaml", host_mem_mib: int | None = 
         libvirt_uri=libvirt_uri, haproxy=haproxy, traffic=traffic, checkpoint=checkpoint, revive=revive,
         boot=boot, source=fname,
     )
+    if "placement" in top and not hosts:
+        r.err(top["placement"].line, "placement", "places nodes on hosts: give hosts: too")
+    if hosts and not r.errors:
+        cfg = replace(cfg, hosts=hosts, placement=_read_placement(r, top.get("placement"), cfg, hosts))
+        for h in hosts:
+            if ipaddress.IPv4Address(h.underlay) in cfg.ip_network:
+                r.err(host_lines.get(h.name, 1), f"hosts.{h.name}.underlay",
+                      f"{h.underlay} is inside the lab network {cfg.network.cidr}: the tunnel runs over "
+                      "the hosts' own network (the underlay), not the lab's")
     if not r.errors:
         mem_limit = host_mem_mib if host_mem_mib is not None else host_memory_mib()
-        need = cfg.total_memory_mib()
+        # Only the nodes on this machine count against its memory; a remote host checks its own.
+        local = {h.name for h in hosts if h.local}
+        need = sum(n.memory_mib for n in cfg.nodes() if not hosts or n.host in local)
         if need > mem_limit:
             worst = max(ROLES, key=lambda ro: roles[ro].count * roles[ro].memory_mib)
             line = role_lines.get(f"{worst}.memory_mib", role_lines.get(worst, 1))
@@ -709,6 +827,185 @@ def parse_config(text: str, fname: str = "lab.yaml", host_mem_mib: int | None = 
     if r.errors:
         raise ConfigError(r.errors)
     return cfg
+
+
+_HOST_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}\Z")  # also a Terraform alias and a module name
+
+
+def _uri_host(uri: str) -> tuple[str, str, int | None, dict[str, str]]:
+    """(transport, user, port, params) and the host of a libvirt URI: ("", "", None, {}) parts when
+    absent. Only called on URIs libvirt_uri_problem accepted."""
+    scheme, _, rest = uri.partition("://")
+    transport = scheme.lower().partition("+")[2]
+    parts = urllib.parse.urlsplit("x://" + rest)
+    params = dict(urllib.parse.parse_qsl(parts.query))
+    return transport, parts.username or "", parts.port, {"host": parts.hostname or "", **params}
+
+
+def _read_ssh(r: _Reader, loc: _Located, path: str, fname: str) -> SshTarget | None:
+    fields = r.mapping(loc, path, SSH_KEYS)
+    if "target" not in fields:
+        if isinstance(loc.value, dict):
+            r.err(loc.line, path, "needs target: user@host (how halab reaches that host's shell)")
+        return None
+    target = r.string(fields["target"], f"{path}.target")
+    if target is None:
+        return None
+    user, _, host = target.rpartition("@")
+    if not re.fullmatch(r"([A-Za-z0-9_][A-Za-z0-9._-]*)?", user) or not re.fullmatch(
+            r"[A-Za-z0-9][A-Za-z0-9.-]*", host):
+        r.err(fields["target"].line, f"{path}.target",
+              f"must be user@host with plain names (got {_show(target)})")
+        return None
+    port = 22
+    if "port" in fields:
+        port = r.integer(fields["port"], f"{path}.port", 1, 65535) or 22
+    files: dict[str, str | None] = {"keyfile": None, "known_hosts": None}
+    for key in files:
+        if key in fields:
+            v = r.string(fields[key], f"{path}.{key}")
+            if v is None:
+                continue
+            found, problem = _image_path(v, fname)
+            if problem:
+                r.err(fields[key].line, f"{path}.{key}", f"{_show(v)} {problem}")
+            else:
+                files[key] = found
+    return SshTarget(user, host, port, files["keyfile"], files["known_hosts"])
+
+
+def _read_hosts(r: _Reader, loc: _Located | None, fname: str) -> tuple[tuple[HostSpec, ...], dict[str, int]]:
+    """lab.yaml's `hosts:`: name -> {uri, underlay, ssh}, and each host's line. Every problem is a
+    file:line: field error; nothing is contacted here (`doctor` and `up` reach the hosts)."""
+    lines: dict[str, int] = {}
+    if loc is None:
+        return (), lines
+    if not isinstance(loc.value, dict):
+        r.err(loc.line, "hosts",
+              f"must be a mapping of host name to {{uri, underlay}} (got {_kind(loc.value)})")
+        return (), lines
+    if not 2 <= len(loc.value) <= MAX_HOSTS:
+        r.err(loc.line, "hosts", f"needs 2 to {MAX_HOSTS} hosts (got {len(loc.value)}); a lab on one host "
+              "needs no hosts: (libvirt_uri says where)")
+    out: list[HostSpec] = []
+    seen_uri: dict[str, int] = {}
+    seen_underlay: dict[str, tuple[str, int]] = {}
+    local_at: tuple[str, int] | None = None
+    for name, sub in loc.value.items():
+        path = f"hosts.{clip(name)}"
+        if not _HOST_NAME_RE.match(name):
+            r.err(sub.line, path, "a host name is lowercase letters, digits and '-', starting with a letter, "
+                  "at most 15 characters")
+            continue
+        lines[name] = sub.line
+        fields = r.mapping(sub, path, HOST_KEYS)
+        if not isinstance(sub.value, dict):
+            continue
+        uri = underlay = None
+        if "uri" not in fields:
+            r.err(sub.line, f"{path}.uri", "missing: the host's libvirt URI, e.g. qemu+ssh://root@rack2/system")
+        else:
+            v = r.string(fields["uri"], f"{path}.uri")
+            if v is not None:
+                problem = libvirt_uri_problem(v)
+                if problem:
+                    r.err(fields["uri"].line, f"{path}.uri", problem)
+                elif v in seen_uri:
+                    r.err(fields["uri"].line, f"{path}.uri", f"{_show(v)} is already the uri of the host at "
+                          f"line {seen_uri[v]}: one libvirt cannot be two hosts")
+                else:
+                    seen_uri[v] = fields["uri"].line
+                    uri = v
+        if "underlay" not in fields:
+            r.err(sub.line, f"{path}.underlay", "missing: the host's address on the network between the "
+                  "hosts (the tunnel's endpoint)")
+        else:
+            v = r.string(fields["underlay"], f"{path}.underlay")
+            if v is not None:
+                try:
+                    addr = ipaddress.IPv4Address(v)
+                except ValueError:
+                    r.err(fields["underlay"].line, f"{path}.underlay",
+                          f"must be an IPv4 address (got {_show(v)})")
+                else:
+                    if addr.is_loopback or addr.is_multicast or addr.is_unspecified or addr.is_link_local:
+                        r.err(fields["underlay"].line, f"{path}.underlay",
+                              f"{addr} cannot carry a tunnel between hosts (loopback, multicast, "
+                              "link-local or unspecified)")
+                    elif str(addr) in seen_underlay:
+                        other, line = seen_underlay[str(addr)]
+                        r.err(fields["underlay"].line, f"{path}.underlay",
+                              f"{addr} is already the underlay of host {other!r} (line {line}): each host "
+                              "needs its own address")
+                    else:
+                        seen_underlay[str(addr)] = (name, fields["underlay"].line)
+                        underlay = str(addr)
+        ssh = _read_ssh(r, fields["ssh"], f"{path}.ssh", fname) if "ssh" in fields else None
+        if uri is None or underlay is None:
+            continue
+        transport, user, port, params = _uri_host(uri)
+        remote = bool(params["host"])
+        if not remote and not uri.startswith("test:"):
+            if "ssh" in fields:
+                r.err(fields["ssh"].line, f"{path}.ssh", "the uri names this machine (no host in it): halab "
+                      "runs the tunnel's commands here itself; remove ssh: or give the uri its host")
+                continue
+            if local_at is not None:
+                r.err(fields["uri"].line, f"{path}.uri", f"host {local_at[0]!r} (line {local_at[1]}) is "
+                      "already this machine: give every other host a remote uri (qemu+ssh://user@host/system)")
+                continue
+            local_at = (name, fields["uri"].line)
+        if remote and ssh is None:
+            if transport in ("ssh", "libssh", "libssh2"):
+                ssh = SshTarget(user, params["host"], port or 22, params.get("keyfile"),
+                                params.get("known_hosts"))
+            else:
+                r.err(fields["uri"].line, f"{path}.ssh", f"missing: qemu+{transport or 'tls'} reaches only "
+                      "libvirt there, and the tunnel's endpoint is made with `ip` on that host: give "
+                      "ssh: {target: user@host} (or use a qemu+ssh uri)")
+                continue
+        out.append(HostSpec(name, uri, underlay, ssh))
+    return tuple(out), lines
+
+
+def _read_placement(r: _Reader, loc: _Located | None, cfg: LabConfig,
+                    hosts: tuple[HostSpec, ...]) -> tuple[tuple[str, str], ...]:
+    """Which host each node runs on: `spread` (each role round-robin over the hosts, in order, so
+    host 1 holds the first of every role) or node -> host for some nodes, the rest spread."""
+    names = [h.name for h in hosts]
+    explicit: dict[str, str] = {}
+    if loc is not None and loc.value != "spread":
+        if not isinstance(loc.value, dict):
+            r.err(loc.line, "placement",
+                  f"must be spread or a mapping of node to host (got {_show(loc.value)})")
+        else:
+            known = [n.name for n in cfg.nodes()]
+            for node, sub in loc.value.items():
+                path = f"placement.{clip(node)}"
+                if node not in known:
+                    hint = difflib.get_close_matches(node, known, n=1)
+                    extra = f" (did you mean {hint[0]!r}?)" if hint else f" (nodes: {', '.join(known)})"
+                    r.err(sub.line, path, f"no such node in this lab{extra}")
+                    continue
+                host = r.string(sub, path)
+                if host is None:
+                    continue
+                if host not in names:
+                    hint = difflib.get_close_matches(host, names, n=1)
+                    extra = f"; did you mean {hint[0]!r}?" if hint else ""
+                    r.err(sub.line, path, f"no host {_show(host)} (hosts: {', '.join(names)}){extra}")
+                    continue
+                explicit[node] = host
+    out: list[tuple[str, str]] = []
+    turn: dict[str, int] = {}
+    for n in cfg.nodes():
+        if n.name in explicit:
+            out.append((n.name, explicit[n.name]))
+            continue
+        k = turn.get(n.role, 0)
+        turn[n.role] = k + 1
+        out.append((n.name, names[k % len(names)]))
+    return tuple(out)
 
 
 PATH_MAX = 4095  # Linux: 4096 bytes with the terminating NUL

@@ -22,7 +22,7 @@ from typing import Any
 
 from halab.errors import HalabError
 from halab.lab import accel
-from halab.lab.config import LabConfig
+from halab.lab.config import HostSpec, LabConfig
 from halab.paths import cache_dir
 
 MIN_TERRAFORM = (1, 6)
@@ -91,6 +91,12 @@ def check_terraform() -> Check:
 
 
 def libvirt_fix(uri: str) -> str:
+    import urllib.parse
+
+    host = urllib.parse.urlsplit(uri).hostname
+    if host:
+        return (f"is libvirtd running on {host}, and does it take this transport? Try `virsh -c {uri} "
+                "version` from this machine")
     if uri.startswith("test:"):
         return "the test driver needs no daemon; check that libvirt-python is installed (./setup.sh)"
     if _no_init_system():
@@ -256,13 +262,89 @@ def check_kvm_device_group(device: str = "/dev/kvm") -> Check:
     )
 
 
+def check_remote_kvm(host: HostSpec, timeout_s: float = LIBVIRT_TIMEOUT_S) -> Check:
+    """A remote host's KVM, as far as its libvirt says (domain capabilities for type kvm). Not
+    boot-probed: halab boots its probe kernel only here, so `accel: auto` runs the lab under TCG
+    unless every host is this machine; `accel: kvm` trusts libvirt's word."""
+    import libvirt
+
+    name = f"accel[{host.name}]"
+    result: dict[str, Any] = {}
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # the core never prints
+
+    def ask() -> None:
+        try:
+            conn = libvirt.open(host.uri)
+            try:
+                conn.getDomainCapabilities(None, None, None, "kvm", 0)
+                result["kvm"] = True
+            except libvirt.libvirtError as exc:
+                result["kvm"] = False
+                result["why"] = exc.get_error_message() or str(exc)
+            finally:
+                conn.close()
+        except libvirt.libvirtError as exc:
+            result["error"] = exc.get_error_message() or str(exc)
+
+    worker = threading.Thread(target=ask, daemon=True, name="doctor-kvm")
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive() or "error" in result:
+        return Check(name, False, f"host {host.name}: KVM unknown (libvirt did not answer)",
+                     "see the libvirt check of this host", required=False, value="tcg")
+    if result["kvm"]:
+        return Check(name, True, f"host {host.name}: libvirt offers KVM (not boot-probed on a remote host: "
+                     "accel: auto uses TCG, accel: kvm uses it)", required=False, value="kvm")
+    return Check(name, False, f"host {host.name}: no KVM ({clip_text(result.get('why', ''))}); TCG there",
+                 "the lab runs under TCG (slower)", required=False, value="tcg")
+
+
+def clip_text(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def check_host_shell(host: HostSpec) -> Check:
+    """The host's end of the tunnel is made with `ip` there: over the user's ssh for a remote host."""
+    from halab.lab import hostshell
+
+    name = f"tunnel[{host.name}]"
+    try:
+        res = hostshell.run(host, ["ip", "-V"], check=True, timeout_s=20)
+    except hostshell.HostCommandError as exc:
+        fix = ("give the host an ssh: target that reaches it with a key (BatchMode: no password "
+               "prompt), as root or a user allowed to run ip") if host.ssh else "install iproute2"
+        return Check(name, False, str(exc), fix)
+    how = "this machine" if host.ssh is None else str(host.ssh)
+    return Check(name, True, f"host {host.name}: `ip` runs on {how} ({res.stdout.strip() or 'iproute2'})")
+
+
+def host_jobs(cfg: LabConfig) -> list[tuple[str, Callable[[], Check]]]:
+    """Per host of a lab over several: its libvirt (reachable, version), its shell for the tunnel,
+    its KVM verdict (the boot probe for this machine, libvirt's word for a remote one)."""
+    jobs: list[tuple[str, Callable[[], Check]]] = []
+    for h in cfg.hosts:
+        jobs.append((f"libvirt[{h.name}]", lambda h=h: _named(check_libvirt(h.uri), f"libvirt[{h.name}]")))
+        if not h.uri.startswith("test:"):
+            jobs.append((f"tunnel[{h.name}]", lambda h=h: check_host_shell(h)))
+            if h.ssh is not None:
+                jobs.append((f"accel[{h.name}]", lambda h=h: check_remote_kvm(h)))
+    return jobs
+
+
+def _named(check: Check, name: str) -> Check:
+    return Check(name, check.ok, check.detail, check.fix, check.required, check.value)
+
+
 def run_checks(cfg: LabConfig, refresh: bool = False, progress: Progress | None = None) -> list[Check]:
     """Every check, in a stable order. Independent checks run concurrently so the KVM probe's
-    deadline is the only wait."""
+    deadline is the only wait. A lab over several hosts checks each host."""
     builtin = cfg.image == "builtin"
+    libvirt_jobs: list[tuple[str, Callable[[], Check]]] = host_jobs(cfg) if cfg.multihost else [
+        ("libvirt", lambda: check_libvirt(cfg.libvirt_uri))]
     jobs: list[tuple[str, Callable[[], Check]]] = [
         ("terraform", check_terraform),
-        ("libvirt", lambda: check_libvirt(cfg.libvirt_uri)),
+        *libvirt_jobs,
         ("qemu-system-x86_64", lambda: check_tool("qemu-system-x86_64", "qemu-system-x86", "runs the VMs")),
         ("qemu-img", lambda: check_tool("qemu-img", "qemu-utils", "creates node disks")),
         ("mmdebstrap", lambda: check_tool("mmdebstrap", "mmdebstrap", "builds the base image",
@@ -284,8 +366,11 @@ def run_checks(cfg: LabConfig, refresh: bool = False, progress: Progress | None 
         return out
 
 
-def chosen_accel(checks: list[Check]) -> str:
-    """The accelerator the lab will use, as the accel check found it ("tcg" if it did not run)."""
+def chosen_accel(checks: list[Check], cfg: LabConfig | None = None) -> str:
+    """The accelerator the lab will use, as the accel check found it ("tcg" if it did not run).
+    A lab with a remote host runs under TCG with `accel: auto` (KVM there is not boot-probed)."""
+    if cfg is not None and cfg.accel == "auto" and any(h.ssh is not None for h in cfg.hosts):
+        return "tcg"
     return next((c.value for c in checks if c.name == "accel" and c.value), "tcg")
 
 

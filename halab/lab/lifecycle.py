@@ -53,6 +53,13 @@ class NodeStatus:
     # What SSH says: "ok", "unreachable", "host key mismatch" (the node presented a key halab did
     # not give it: possible man in the middle, never "unreachable"), or "-" (not checked / not running).
     ssh: str = "-"
+    host: str = ""  # the host it runs on (a lab over several); "" on one host
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        if not self.host:
+            d.pop("host")
+        return d
 
 
 @dataclass
@@ -65,7 +72,9 @@ class UpResult:
     terraform_changes: int = 0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["nodes"] = [n.to_dict() for n in self.nodes]
+        return d
 
 
 class _Clock:
@@ -225,7 +234,7 @@ def prepare(cfg: LabConfig, clock: _Clock, stopped: tuple[str, ...] = ()) -> str
         cmdline=f"{image.kernel_cmdline} {GUEST_BOOT_ARGS}",
         stopped=stopped,
     )
-    prepare_workdir(paths["terraform"], tfvars)
+    prepare_workdir(paths["terraform"], tfvars, hosts=[h.name for h in cfg.hosts])
     ensure_mirror()
     write_inventory(cfg, accel)
     return accel
@@ -474,7 +483,8 @@ def node_statuses(cfg: LabConfig, check_ssh: bool = True) -> list[NodeStatus]:
             reachable, how = None, "-"
             if ssh is not None and states[n.name] == "running":
                 reachable, how = ssh_state(ssh, n.ip)
-            out.append(NodeStatus(n.name, n.role, n.ip, cfg.domain_name(n), states[n.name], reachable, how))
+            out.append(NodeStatus(n.name, n.role, n.ip, cfg.domain_name(n), states[n.name], reachable, how,
+                                  n.host))
     finally:
         if ssh is not None:
             ssh.close()
@@ -520,6 +530,8 @@ def up(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None,
             from halab.lab.terraform import clear_imports
 
             clear_imports(state_paths(cfg)["terraform"])
+            if cfg.hosts:
+                _ensure_tunnel(cfg, clock)
             summary = result.summary
             changes += (summary.add + summary.change + summary.remove) if summary else 0
             if not wait:
@@ -553,6 +565,14 @@ WAVE_ROLES: tuple[tuple[str, ...], ...] = (("db",), ("mq",), ("api",), ("haproxy
 # Up to this many TCG guests boot at once (the default lab's seven measured 257-330 s together);
 # a bigger lab under TCG thrashes two cores (the `ha` profile's twelve: 836 s at best, often never).
 TOGETHER_MAX_TCG = 7
+
+
+def _ensure_tunnel(cfg: LabConfig, clock: _Clock) -> None:
+    """The VXLAN tunnel between the hosts' lab bridges (after apply: the bridges exist)."""
+    from halab.lab import tunnel
+
+    for line in tunnel.ensure(cfg):
+        clock.say(line)
 
 
 def boot_waves(cfg: LabConfig, accel: str, already_running: set[str] | frozenset[str] = frozenset()
@@ -621,6 +641,12 @@ def down(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None) 
     if not root.exists():
         try:
             sweep = sweep_lab(cfg, _lab_pool_path(cfg))
+            if cfg.hosts:  # a tunnel left by a run killed before the state existed
+                from halab.lab import tunnel
+
+                gone, left = tunnel.remove(cfg)
+                sweep.removed.extend(gone)
+                sweep.left.extend(left)
         except HalabError:
             clock.say(f"lab {cfg.name!r} has no state: nothing to do")
             return clock.finish()
@@ -645,6 +671,12 @@ def down(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None) 
                 clock.say(f"{exc} — removing the lab's objects from libvirt directly instead")
         clock.phase("sweep", "sweeping libvirt for anything still the lab's…")
         sweep = sweep_lab(cfg, pool_path)
+        if cfg.hosts:
+            from halab.lab import tunnel
+
+            gone, left = tunnel.remove(cfg)
+            sweep.removed.extend(gone)
+            sweep.left.extend(left)
         _report_sweep(clock, sweep)
         clock.phase("state", "removing the lab's state directory (keys, secrets, checkpoints)…")
     remove_state(cfg)
@@ -666,45 +698,53 @@ def _report_sweep(clock: _Clock, sweep) -> None:
 
 def _import_targets(cfg: LabConfig) -> list[tuple[str, str]]:
     """Terraform addresses and import ids of the lab's objects libvirt has (domains by ownership
-    metadata, the rest by the lab's names): what rebuilds a lost state."""
+    metadata, the rest by the lab's names): what rebuilds a lost state. On every host of a lab over
+    several, at that host's addresses."""
     import libvirt
 
-    from halab.lab.virt import LabVirt
+    from halab.lab.terraform import host_address, node_module_address
+    from halab.lab.virt import LabVirt, read_ownership
 
     out: list[tuple[str, str]] = []
     pool_name = f"{cfg.name}-pool"
     with LabVirt(cfg) as virt:
-        conn = virt.conn
-        try:
-            pool = conn.storagePoolLookupByName(pool_name)
-            out.append(("libvirt_pool.lab", pool_name))
-        except libvirt.libvirtError:
-            pool = None
-        try:
-            conn.networkLookupByName(cfg.network_name)
-            out.append(("libvirt_network.lab", cfg.network_name))
-        except libvirt.libvirtError:
-            pass
-        if pool is not None:
-            with contextlib.suppress(libvirt.libvirtError):
-                if not pool.isActive():
-                    pool.create(0)
-                pool.refresh(0)
-            vols = {f"{cfg.name}-base.qcow2": "libvirt_volume.base",
-                    f"{cfg.name}-vmlinuz": "libvirt_volume.kernel",
-                    f"{cfg.name}-initrd.img": "libvirt_volume.initrd"}
-            for n in cfg.nodes():
-                mod = f'module.node["{n.name}"]'
-                vols[f"{cfg.domain_name(n)}.qcow2"] = f"{mod}.libvirt_volume.disk"
-                vols[f"{cfg.domain_name(n)}-seed.iso"] = f"{mod}.libvirt_cloudinit_disk.seed"
-            with contextlib.suppress(libvirt.libvirtError):
-                for vol in pool.listAllVolumes(0):
-                    if vol.name() in vols:
-                        out.append((vols[vol.name()], f"{pool_name}/{vol.name()}"))
-        names = {n.name for n in cfg.nodes()}
-        for node, dom in virt.domains().items():
-            if node in names:
-                out.append((f'module.node["{node}"].libvirt_domain.node', dom.UUIDString()))
+        for host, conn in virt.connections():
+            try:
+                pool = conn.storagePoolLookupByName(pool_name)
+                out.append((host_address(cfg, host, "libvirt_pool.lab"), pool_name))
+            except libvirt.libvirtError:
+                pool = None
+            try:
+                conn.networkLookupByName(cfg.network_name)
+                out.append((host_address(cfg, host, "libvirt_network.lab"), cfg.network_name))
+            except libvirt.libvirtError:
+                pass
+            here = [n for n in cfg.nodes() if host is None or n.host == host]
+            if pool is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    if not pool.isActive():
+                        pool.create(0)
+                    pool.refresh(0)
+                vols = {f"{cfg.name}-base.qcow2": host_address(cfg, host, "libvirt_volume.base"),
+                        f"{cfg.name}-vmlinuz": host_address(cfg, host, "libvirt_volume.kernel"),
+                        f"{cfg.name}-initrd.img": host_address(cfg, host, "libvirt_volume.initrd")}
+                for n in here:
+                    mod = node_module_address(cfg, n.name)
+                    vols[f"{cfg.domain_name(n)}.qcow2"] = f"{mod}.libvirt_volume.disk"
+                    vols[f"{cfg.domain_name(n)}-seed.iso"] = f"{mod}.libvirt_cloudinit_disk.seed"
+                with contextlib.suppress(libvirt.libvirtError):
+                    for vol in pool.listAllVolumes(0):
+                        if vol.name() in vols:
+                            out.append((vols[vol.name()], f"{pool_name}/{vol.name()}"))
+            names = {n.name for n in here}
+            for dom in conn.listAllDomains(0):
+                try:
+                    own = read_ownership(dom)
+                except libvirt.libvirtError:
+                    continue
+                if own is not None and own.lab == cfg.name and own.node in names:
+                    addr = f"{node_module_address(cfg, own.node)}.libvirt_domain.node"
+                    out.append((addr, dom.UUIDString()))
     return out
 
 
@@ -760,9 +800,11 @@ def heal(cfg: LabConfig, progress: ProgressCallback | None = None, cancel=None) 
     return up(cfg, progress, cancel)
 
 
-def node_addresses(node: str) -> list[str]:
+def node_addresses(node: str, cfg: LabConfig | None = None) -> list[str]:
     """The Terraform resources one node is made of: its domain, disk overlay and seed."""
-    mod = f'module.node["{node}"]'
+    from halab.lab.terraform import node_module_address
+
+    mod = f'module.node["{node}"]' if cfg is None else node_module_address(cfg, node)
     return [f"{mod}.libvirt_domain.node", f"{mod}.libvirt_volume.disk", f"{mod}.libvirt_cloudinit_disk.seed"]
 
 
@@ -787,7 +829,7 @@ def rebuild(cfg: LabConfig, node: str, progress: ProgressCallback | None = None,
         _repair_terraform(cfg, clock)
         tf.init(cancel=cancel)
         _set_running(cfg, stopped=[])
-        result = tf.apply(on_event=_tf_progress(clock), cancel=cancel, replace=node_addresses(node))
+        result = tf.apply(on_event=_tf_progress(clock), cancel=cancel, replace=node_addresses(node, cfg))
         from halab.lab.terraform import clear_imports
 
         clear_imports(state_paths(cfg)["terraform"])

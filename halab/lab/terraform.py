@@ -658,27 +658,116 @@ def plan_from_events(events: list[Event], plan_file: Path | None = None, seconds
 # ---- working directory and variables -----------------------------------------------------------
 
 
+MULTIHOST_DIR = "multihost"  # the multi-host root's variables.tf, beside the single-host root
+HOST_MODULE = "host"  # modules/host: one host's pool, network, volumes and nodes
+
+
 def prepare_workdir(
-    workdir: Path, tfvars: Mapping[str, Any] | None = None, source: Path | None = None
+    workdir: Path, tfvars: Mapping[str, Any] | None = None, source: Path | None = None,
+    hosts: Iterable[str] = (),
 ) -> Path:
     """Copy the root module (``*.tf`` and ``modules/``) into a lab's private working directory and
     write the variables as ``halab.auto.tfvars.json``. State, lock file and ``.terraform`` stay there,
-    so labs never share Terraform state and the source tree stays clean."""
+    so labs never share Terraform state and the source tree stays clean.
+
+    With ``hosts`` (a lab over several hosts, in lab.yaml's order) the root is the multi-host one:
+    its variables.tf plus a generated main.tf and outputs.tf with one provider alias and one host
+    module per host. Without, the workdir is exactly what it always was (a test holds it to that)."""
     source = source or module_dir()
+    hosts = list(hosts)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     for old in workdir.glob("*.tf"):
         if old.name != IMPORTS_FILE:  # pending imports of a lost state stay until an apply takes them
             old.unlink()
-    for tf_file in source.glob("*.tf"):
-        shutil.copy2(tf_file, workdir / tf_file.name)
+    if hosts:
+        shutil.copy2(source / "versions.tf", workdir / "versions.tf")
+        shutil.copy2(source / MULTIHOST_DIR / "variables.tf", workdir / "variables.tf")
+        main_tf, outputs_tf = multihost_root(hosts)
+        write_atomic(workdir / "main.tf", main_tf, 0o600)
+        write_atomic(workdir / "outputs.tf", outputs_tf, 0o600)
+    else:
+        for tf_file in source.glob("*.tf"):
+            shutil.copy2(tf_file, workdir / tf_file.name)
     if (workdir / "modules").exists():
         shutil.rmtree(workdir / "modules")
     if (source / "modules").is_dir():
-        shutil.copytree(source / "modules", workdir / "modules")
+        skip = () if hosts else (HOST_MODULE,)
+        top = source / "modules"
+        shutil.copytree(top, workdir / "modules",
+                        ignore=lambda d, names: [n for n in names if Path(d) == top and n in skip])
     if tfvars is not None:
         write_tfvars(workdir / VARS_FILE, tfvars)
     return workdir
+
+
+def host_module(host: str) -> str:
+    """The Terraform module name of one host's objects (a host name is a valid identifier)."""
+    return f"host_{host}"
+
+
+def multihost_root(hosts: list[str]) -> tuple[str, str]:
+    """main.tf and outputs.tf of a lab over ``hosts``: Terraform cannot loop over provider
+    configurations, so each host gets its alias (configured from ``var.hosts``, never from text in
+    this file) and its host module written out. Host names were validated as identifiers."""
+    main = ["# Written by halab for a lab over several hosts (lab.yaml hosts:); see docs/MULTIHOST.md.\n"]
+    for h in hosts:
+        mod = host_module(h)
+        main.append(f"""
+provider "libvirt" {{
+  alias = "{h}"
+  uri   = var.hosts["{h}"].uri
+  # The provider refuses to create or delete anything whose name lacks the lab's prefix.
+  name_prefix = "${{var.lab}}-"
+}}
+
+module "{mod}" {{
+  source    = "./modules/host"
+  providers = {{ libvirt = libvirt.{h} }}
+
+  lab         = var.lab
+  host        = "{h}"
+  gateway     = var.hosts["{h}"].gateway
+  network     = var.network
+  pool_path   = var.hosts["{h}"].pool_path
+  base_image  = var.base_image
+  kernel      = var.kernel
+  initrd      = var.initrd
+  accel       = var.accel
+  cmdline     = var.cmdline
+  console_log = var.console_log
+  nodes       = {{ for k, n in var.nodes : k => n if n.host == "{h}" }}
+  dhcp_nodes  = {{ for k, n in var.nodes : k => {{ mac = n.mac, ip = n.ip }} }}
+}}
+""")
+    mods = ", ".join(f"module.{host_module(h)}.inventory" for h in hosts)
+    gateway = " ".join(f'var.hosts["{h}"].gateway ? module.{host_module(h)}.network :' for h in hosts[:-1])
+    outputs = f"""# Written by halab for a lab over several hosts.
+
+output "inventory" {{
+  description = "Every node: name, role, IP, MAC, libvirt domain name and host."
+  value       = merge({mods})
+}}
+
+output "network" {{
+  description = "The lab network on the host that carries its gateway."
+  value       = {gateway} module.{host_module(hosts[-1])}.network
+}}
+"""
+    return "".join(main), outputs
+
+
+def node_module_address(cfg: Any, node: str) -> str:
+    """The Terraform address of one node's module: ``module.node["api-2"]`` on one host,
+    ``module.host_rack2.module.node["api-2"]`` on a lab over several."""
+    host = cfg.host_of(node) if getattr(cfg, "hosts", ()) else None
+    inner = f'module.node["{node}"]'
+    return inner if host is None else f"module.{host_module(host.name)}.{inner}"
+
+
+def host_address(cfg: Any, host: str | None, resource: str) -> str:
+    """A host-level object's address (``libvirt_pool.lab``, ``libvirt_network.lab``, volumes)."""
+    return resource if host is None else f"module.{host_module(host)}.{resource}"
 
 
 def write_tfvars(path: Path, tfvars: Mapping[str, Any]) -> None:
@@ -731,6 +820,9 @@ def lab_tfvars(
             "network_config": s.network_config,
             "running": n.name not in stopped,
         }
+    if getattr(cfg, "hosts", ()):
+        for n in cfg.nodes():
+            nodes[n.name]["host"] = n.host
     out: dict[str, Any] = {
         "lab": cfg.name,
         "libvirt_uri": cfg.libvirt_uri,
@@ -751,6 +843,11 @@ def lab_tfvars(
     }
     if cmdline is not None:
         out["cmdline"] = cmdline
+    if getattr(cfg, "hosts", ()):
+        del out["libvirt_uri"], out["pool_path"]
+        out["hosts"] = {h.name: {"uri": h.uri, "gateway": i == 0,
+                                 "pool_path": pool_path or default_pool_path(cfg.name, h.uri)}
+                        for i, h in enumerate(cfg.hosts)}
     return out
 
 

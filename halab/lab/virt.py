@@ -123,33 +123,68 @@ def interfaces_of(dom: libvirt.virDomain) -> list[Interface]:
 
 class LabVirt:
     """libvirt access for one lab. ``conn`` may be passed in (tests keep one ``test:///default``
-    connection, since that driver's state lives per connection)."""
+    connection, since that driver's state lives per connection). A lab over several hosts has one
+    connection per host, opened when first needed; ``conn`` is the first host's."""
 
     def __init__(self, cfg: LabConfig, conn: libvirt.virConnect | None = None):
         self.cfg = cfg
         self._conn = conn
         self._owns_conn = conn is None
         self._lock = threading.Lock()
+        self._host_conns: dict[str, libvirt.virConnect] = {}
 
     # ---- connection --------------------------------------------------------------------------
+    @staticmethod
+    def _open(uri: str, host: str | None = None) -> libvirt.virConnect:
+        try:
+            return libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            where = f"host {host!r}: " if host else ""
+            raise HalabError(
+                f"{where}cannot connect to libvirt at {uri}: {_libvirt_message(exc)}. Is libvirtd "
+                "running there? `./lab.py doctor` checks every host and says how to start it."
+            ) from None
+
     @property
     def conn(self) -> libvirt.virConnect:
+        if self.cfg.hosts and self._conn is None:
+            return self.host_conn(self.cfg.hosts[0].name)
         with self._lock:
             if self._conn is None:
-                try:
-                    self._conn = libvirt.open(self.cfg.libvirt_uri)
-                except libvirt.libvirtError as exc:
-                    raise HalabError(
-                        f"cannot connect to libvirt at {self.cfg.libvirt_uri}: {exc}. Is libvirtd "
-                        "running? `./lab.py doctor` says how to start it."
-                    ) from None
+                self._conn = self._open(self.cfg.libvirt_uri)
             return self._conn
+
+    def host_conn(self, host: str) -> libvirt.virConnect:
+        """The connection to one host of a lab over several (a passed-in connection serves all)."""
+        if self._conn is not None and not self._owns_conn:
+            return self._conn
+        with self._lock:
+            if host not in self._host_conns:
+                self._host_conns[host] = self._open(self.cfg.host(host).uri, host)
+            return self._host_conns[host]
+
+    def conn_for(self, node_name: str) -> libvirt.virConnect:
+        """The connection to the host a node runs on."""
+        h = self.cfg.host_of(node_name)
+        return self.conn if h is None else self.host_conn(h.name)
+
+    def connections(self) -> list[tuple[str | None, libvirt.virConnect]]:
+        """(host name, connection) for every host the lab runs on; (None, conn) on one host."""
+        if not self.cfg.hosts:
+            return [(None, self.conn)]
+        if self._conn is not None and not self._owns_conn:
+            return [(None, self._conn)]
+        return [(h.name, self.host_conn(h.name)) for h in self.cfg.hosts]
 
     def close(self) -> None:
         with self._lock:
             if self._conn is not None and self._owns_conn:
                 with contextlib.suppress(libvirt.libvirtError):
                     self._conn.close()
+            for c in self._host_conns.values():
+                with contextlib.suppress(libvirt.libvirtError):
+                    c.close()
+            self._host_conns.clear()
             self._conn = None
 
     def __enter__(self) -> LabVirt:
@@ -160,15 +195,16 @@ class LabVirt:
 
     # ---- lookup ------------------------------------------------------------------------------
     def domains(self) -> dict[str, libvirt.virDomain]:
-        """This lab's domains by node name, found by ownership metadata only."""
+        """This lab's domains by node name, found by ownership metadata only (on every host)."""
         out: dict[str, libvirt.virDomain] = {}
-        for dom in self.conn.listAllDomains(0):
-            try:
-                own = read_ownership(dom)
-            except libvirt.libvirtError:
-                continue  # vanished between listing and reading
-            if own is not None and own.lab == self.cfg.name:
-                out[own.node] = dom
+        for _host, conn in self.connections():
+            for dom in conn.listAllDomains(0):
+                try:
+                    own = read_ownership(dom)
+                except libvirt.libvirtError:
+                    continue  # vanished between listing and reading
+                if own is not None and own.lab == self.cfg.name:
+                    out[own.node] = dom
         return out
 
     def domain(self, node_name: str) -> libvirt.virDomain:
@@ -178,18 +214,25 @@ class LabVirt:
             self.cfg.node(node_name)
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
-        dom = self.domains().get(node_name)
-        if dom is not None:
-            return dom
+        conn = self.conn_for(node_name)
         dname = self.cfg.domain_name(node_name)
         try:
-            other = self.conn.lookupByName(dname)
+            dom = conn.lookupByName(dname)
         except libvirt.libvirtError:
+            dom = None
+        if dom is not None:
+            own = read_ownership(dom)
+            if own is not None and own.lab == self.cfg.name and own.node == node_name:
+                return dom
+        found = self.domains().get(node_name)  # renamed, or on another host than expected
+        if found is not None:
+            return found
+        if dom is None:
             raise UsageError(
                 f"node {node_name!r} of lab {self.cfg.name!r} has no domain (expected {dname!r} on "
-                f"{self.cfg.libvirt_uri}); is the lab up? `./lab.py up` creates it"
-            ) from None
-        own = read_ownership(other)
+                f"{self.cfg.uri_of(node_name)}); is the lab up? `./lab.py up` creates it"
+            )
+        own = read_ownership(dom)
         whose = "carries no halab ownership tag" if own is None else (
             f"belongs to lab {own.lab!r} (node {own.node!r})")
         raise UsageError(
@@ -265,26 +308,47 @@ def _libvirt_message(exc: libvirt.libvirtError) -> str:
 def sweep_lab(cfg: LabConfig, pool_path: str | None, conn: libvirt.virConnect | None = None) -> Sweep:
     """Remove everything of this lab that libvirt still has after `terraform destroy` (or instead of
     it, when the state was lost): domains by ownership metadata (with managed-save images), the
-    lab's network, its pool's volumes and console logs, the pool and its directory. Objects are the
-    lab's by ownership tag (domains) or by the lab's own names (network, pool, ``<lab>-`` files).
-    Idempotent; a libvirt that cannot be reached raises HalabError."""
+    lab's network, its pool's volumes and console logs, the pool and its directory — on every host
+    of a lab over several. Objects are the lab's by ownership tag (domains) or by the lab's own
+    names (network, pool, ``<lab>-`` files). Idempotent; a libvirt that cannot be reached raises
+    HalabError."""
     out = Sweep([], [], [])
-    uri = cfg.libvirt_uri
+    if not cfg.hosts or conn is not None:
+        _sweep_host(cfg, None, cfg.libvirt_uri, pool_path, conn, out)
+        return out
+    from halab.lab.terraform import default_pool_path
+
+    for h in cfg.hosts:
+        _sweep_host(cfg, h.name, h.uri, default_pool_path(cfg.name, h.uri) if h.ssh is not None or pool_path
+                    is None else pool_path, None, out, local_files=h.ssh is None)
+    return out
+
+
+def _sweep_host(cfg: LabConfig, host: str | None, uri: str, pool_path: str | None,
+                conn: libvirt.virConnect | None, out: Sweep, local_files: bool = True) -> None:
+    """One host's part of the sweep. Files libvirt does not list are removed only on this machine."""
     virsh = f"virsh -c {uri}"
+    on = f" on host {host}" if host else ""
     with LabVirt(cfg, conn) as virt:
-        c = virt.conn
-        for _node, dom in sorted(virt.domains().items()):
+        c = virt.conn if host is None else virt.host_conn(host)
+        for dom in c.listAllDomains(0):
+            try:
+                own = read_ownership(dom)
+            except libvirt.libvirtError:
+                continue
+            if own is None or own.lab != cfg.name:
+                continue
             name = dom.name()
             try:
                 _undefine_domain(dom)
-                out.removed.append(f"domain {name}")
+                out.removed.append(f"domain {name}{on}")
             except libvirt.libvirtError as exc:
-                out.left.append((f"domain {name} ({_libvirt_message(exc)})",
+                out.left.append((f"domain {name}{on} ({_libvirt_message(exc)})",
                                  f"{virsh} destroy {name}; {virsh} undefine {name} --managed-save"))
         owned = {cfg.domain_name(n) for n in cfg.nodes()}
         for dom in c.listAllDomains(0):
             if dom.name() in owned:  # still there by name: not ours (ours were just removed)
-                out.foreign.append(f"domain {dom.name()}")
+                out.foreign.append(f"domain {dom.name()}{on}")
         try:
             net = c.networkLookupByName(cfg.network_name)
         except libvirt.libvirtError:
@@ -296,9 +360,9 @@ def sweep_lab(cfg: LabConfig, pool_path: str | None, conn: libvirt.virConnect | 
                     net.destroy()
                 if persistent:
                     net.undefine()
-                out.removed.append(f"network {cfg.network_name}")
+                out.removed.append(f"network {cfg.network_name}{on}")
             except libvirt.libvirtError as exc:
-                out.left.append((f"network {cfg.network_name} ({_libvirt_message(exc)})",
+                out.left.append((f"network {cfg.network_name}{on} ({_libvirt_message(exc)})",
                                  f"{virsh} net-destroy {cfg.network_name}; {virsh} net-undefine "
                                  f"{cfg.network_name}"))
         pool_name = f"{cfg.name}-pool"
@@ -317,18 +381,18 @@ def sweep_lab(cfg: LabConfig, pool_path: str | None, conn: libvirt.virConnect | 
                 for vol in pool.listAllVolumes(0):
                     if vol.name().startswith(prefix):
                         vol.delete(0)
-                        out.removed.append(f"volume {vol.name()}")
+                        out.removed.append(f"volume {vol.name()}{on}")
             except libvirt.libvirtError as exc:
-                out.left.append((f"volumes of pool {pool_name} ({_libvirt_message(exc)})",
+                out.left.append((f"volumes of pool {pool_name}{on} ({_libvirt_message(exc)})",
                                  f"{virsh} vol-list {pool_name}; "
                                  f"{virsh} vol-delete VOLUME --pool {pool_name}"))
-    # Files libvirt does not list as volumes (console logs written while a domain ran, a partial
-    # upload), then the pool itself, whose delete removes its (now empty) directory.
-    if pool_path and not uri.startswith("test:"):
-        _sweep_files(pool_path, prefix, out)
-    with LabVirt(cfg, conn) as virt:
+        # Files libvirt does not list as volumes (console logs written while a domain ran, a partial
+        # upload), then the pool itself, whose delete removes its (now empty) directory.
+        files_here = local_files and pool_path and not uri.startswith("test:")
+        if files_here:
+            _sweep_files(pool_path, prefix, out)
         try:
-            pool = virt.conn.storagePoolLookupByName(pool_name)
+            pool = c.storagePoolLookupByName(pool_name)
         except libvirt.libvirtError:
             pool = None
         if pool is not None:
@@ -340,11 +404,11 @@ def sweep_lab(cfg: LabConfig, pool_path: str | None, conn: libvirt.virConnect | 
                     with contextlib.suppress(libvirt.libvirtError):
                         pool.delete(0)  # the directory; refuses (kept) when something else is in it
                     pool.undefine()
-                out.removed.append(f"storage pool {pool_name}")
+                out.removed.append(f"storage pool {pool_name}{on}")
             except libvirt.libvirtError as exc:
-                out.left.append((f"storage pool {pool_name} ({_libvirt_message(exc)})",
+                out.left.append((f"storage pool {pool_name}{on} ({_libvirt_message(exc)})",
                                  f"{virsh} pool-destroy {pool_name}; {virsh} pool-undefine {pool_name}"))
-    if pool_path and not uri.startswith("test:"):
+    if files_here:
         import os
 
         with contextlib.suppress(FileNotFoundError):
@@ -355,7 +419,6 @@ def sweep_lab(cfg: LabConfig, pool_path: str | None, conn: libvirt.virConnect | 
                 out.left.append((f"directory {pool_path} (holds {', '.join(rest[:5])}"
                                  f"{', …' if len(rest) > 5 else ''}: not the lab's files)",
                                  f"rm -r {pool_path}"))
-    return out
 
 
 def _sweep_files(pool_path: str, prefix: str, out: Sweep) -> None:
@@ -395,14 +458,14 @@ def foreign_domains(cfg: LabConfig, conn: libvirt.virConnect | None = None) -> l
                 continue
             name = cfg.domain_name(n)
             try:
-                dom = virt.conn.lookupByName(name)
+                dom = virt.conn_for(n.name).lookupByName(name)
             except libvirt.libvirtError:
                 continue
             own = read_ownership(dom)
             whose = "carries no halab ownership tag" if own is None else f"belongs to lab {own.lab!r}"
             out.append(f"domain {name!r} exists and is not lab {cfg.name!r}'s (it {whose}); halab will not "
-                       f"touch it — rename or remove it (virsh -c {cfg.libvirt_uri} destroy {name}; "
-                       f"virsh -c {cfg.libvirt_uri} undefine {name})")
+                       f"touch it — rename or remove it (virsh -c {cfg.uri_of(n.name)} destroy {name}; "
+                       f"virsh -c {cfg.uri_of(n.name)} undefine {name})")
     return out
 
 

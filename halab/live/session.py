@@ -51,6 +51,7 @@ class NodeView:
     share: float | None = None  # fraction of the last second's API responses this node served
     faults: tuple[str, ...] = ()  # active faults, e.g. ("kill",), ("netem 200 ms",)
     detail: str = ""  # e.g. "db unreachable" from the health check
+    host: str = ""  # the host it runs on (a lab over several hosts); "" on one host
 
     def has_fault(self, kind: str) -> bool:
         return any(f == kind or f.startswith(kind + " ") for f in self.faults)
@@ -467,7 +468,8 @@ class LabSession:
                 name=n.name, role=n.role, ip=n.ip, state=states.get(n.name, "unknown"),
                 health=HOST_KEY_MISMATCH if p.get("host_key_mismatch") else str(p.get("health", "unknown")),
                 backend=str(p.get("backend", "—" if n.role != "api" else "?")),
-                share=share, faults=tuple(by_node.get(n.name, ())), detail=str(p.get("detail", "")),
+                share=share, faults=tuple(by_node.get(n.name, ())) + tuple(by_node.get(n.host, ())) if n.host
+                else tuple(by_node.get(n.name, ())), detail=str(p.get("detail", "")), host=n.host,
             ))
         exists = any(s not in ("missing", "unknown") for s in states.values())
         if exists and self._auto_probes:

@@ -282,3 +282,30 @@ def test_kvm_device_without_udev_group_is_flagged(tmp_path):
     assert not check.ok and not check.required
     assert "chgrp kvm" in check.fix
     assert check_kvm_device_group(str(tmp_path / "absent")).ok
+
+
+# ---- a lab over several hosts ---------------------------------------------------------------------
+
+
+def test_every_host_is_checked_and_a_broken_one_is_named(tmp_path):
+    """Each host gets its libvirt check (reachable, version), its tunnel shell and a KVM verdict; an
+    unreachable one is one line naming the host. Only loopback is contacted."""
+    cfg = cfg_of(
+        "hosts:\n"
+        "  rack1: {uri: 'test:///default', underlay: 10.99.0.1}\n"
+        f"  rack2: {{uri: 'qemu+unix:///system?socket={tmp_path}/no-such.sock', underlay: 10.99.0.2}}\n"
+        "  rack3: {uri: 'qemu+tcp://127.0.0.1:1/system', underlay: 10.99.0.3,\n"
+        "          ssh: {target: nobody@127.0.0.1, port: 1}}\n")
+    checks = {n: job() for n, job in doctor.host_jobs(cfg)}
+    assert checks["libvirt[rack1]"].ok and "libvirt 9" in checks["libvirt[rack1]"].detail
+    bad = checks["libvirt[rack2]"]
+    assert not bad.ok and "no-such.sock" in bad.detail and "\n" not in bad.detail
+    assert checks["tunnel[rack2]"].ok  # this machine's own `ip`
+    tcp = checks["libvirt[rack3]"]
+    assert not tcp.ok and "127.0.0.1" in tcp.fix  # a remote host: not "start libvirtd here"
+    shell = checks["tunnel[rack3]"]
+    assert not shell.ok
+    assert shell.detail.startswith("host 'rack3': cannot reach it over ssh nobody@127.0.0.1:1")
+    assert checks["accel[rack3]"].value == "tcg" and not checks["accel[rack3]"].required
+    assert "accel[rack1]" not in checks  # this machine: the real boot probe (the `accel` check)
+    assert doctor.chosen_accel([Check("accel", True, "", value="kvm")], cfg) == "tcg"

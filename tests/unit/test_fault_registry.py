@@ -32,7 +32,9 @@ def _option(p: argparse.ArgumentParser, dest: str) -> argparse.Action:
 def test_every_kind_has_a_faults_method_taking_its_params():
     for k in fault_kinds.KINDS:
         fn = getattr(Faults, k.method)
-        accepted = set(inspect.signature(fn).parameters) - {"self", "node"}
+        target = "host" if k.on_host else "node"
+        assert list(inspect.signature(fn).parameters)[1] == target, k.name
+        accepted = set(inspect.signature(fn).parameters) - {"self", target}
         assert {p.name for p in k.params} == accepted, k.name
 
 
@@ -43,7 +45,8 @@ def test_undo_pairs_point_at_each_other():
         if k.undoes:
             assert fault_kinds.kind(k.undoes).undo == k.name
     assert fault_kinds.UNDO == {"kill": "revive", "pause": "resume", "netcut": "netrestore",
-                                "netem": "netem-clear", "stop-service": "start-service"}
+                                "netem": "netem-clear", "stop-service": "start-service",
+                                "host-cut": "host-restore", "host-kill": "host-revive"}
 
 
 def test_cli_commands_are_the_registry_commands():
@@ -84,7 +87,8 @@ def test_cli_measure_params_go_to_the_fault_and_only_to_its_own():
 
 def test_scenario_validator_uses_the_registry():
     assert scenarios.FAULT_ACTIONS == fault_kinds.FAULTS
-    assert set(scenarios.FAULT_ACTIONS) == {"kill", "pause", "reboot", "netcut", "netem", "stop-service"}
+    assert set(scenarios.FAULT_ACTIONS) == {"kill", "pause", "reboot", "netcut", "netem", "stop-service",
+                                             "host-cut", "host-kill"}
     for name, params in scenarios.FAULT_PARAMS.items():
         assert {p.name: (p.type, p.lo, p.hi) for p in fault_kinds.kind(name).params} == params
 

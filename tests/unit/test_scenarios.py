@@ -50,8 +50,8 @@ def test_bad_steps_fixture_exact_messages():
         f"{f}:3: steps[0].traffic.rate: must be between 0.1 and 1000 (got 5000)",
         f"{f}:4: steps[1].wait.until: unknown condition 'node api-2 SIDEWAYS': use 'node api-2 DOWN', "
         "'node api-2 UP', 'detected', 'recovered' or 'steady 5 s'",
-        f"{f}:5: steps[2].fault.action: must be one of kill, pause, reboot, netcut, netem, stop-service "
-        "(got 'explode')",
+        f"{f}:5: steps[2].fault.action: must be one of kill, pause, reboot, netcut, netem, stop-service, "
+        "host-cut, host-kill (got 'explode')",
         f"{f}:6: steps[3].fault.nod: unknown key (did you mean 'node'?)",
         f"{f}:6: steps[3].fault: missing node",
         f"{f}:8: steps[4]: one action per step (got wait and fault)",

@@ -76,7 +76,7 @@ class Topology(DataTable):
             cells = (
                 f"[$text-muted]{i + 1}[/]" if i < 9 else "",
                 f"[b]{tier}[/]",
-                f"[b]{n.name}[/]",
+                f"[b]{n.name}[/]" + (f" [$text-muted]@{n.host}[/]" if n.host else ""),
                 fmt.styled(n.state, fmt.STATE_STYLE),
                 fmt.styled(n.health, fmt.HEALTH_STYLE),
                 fmt.styled(n.backend, fmt.BACKEND_STYLE),

@@ -1,0 +1,7 @@
+terraform {
+  required_providers {
+    libvirt = {
+      source = "halab.local/halab/libvirt"
+    }
+  }
+}
