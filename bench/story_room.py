@@ -121,7 +121,7 @@ async def main_async(stories: list[str], timeout: float, demo: bool) -> dict:
         cfg = cfg.for_accel(lab_accel(cfg))  # as `./lab.py tui` opens it
 
         def factory():
-            return LabSession(cfg)
+            return LabSession.open(cfg)
 
     app = make_app(factory, TuiSettings(tz=UTC, confirm_destructive=False))
     out: dict = {"lab": cfg.name, "profile": cfg.profile, "stories": []}

@@ -43,7 +43,7 @@ class Feed:
 
     def run(self) -> None:
         rng = random.Random(7)
-        tl = self.session.timeline
+        tl = self.session.engine.timeline
         start = time.time()
         t_cpu = time.thread_time()
         next_probe = start + 3

@@ -12,7 +12,7 @@ from halab import fault_kinds
 from halab.atomic import write_atomic
 from halab.errors import UsageError
 from halab.lab.config import MAX_RATE, MIN_RATE
-from halab.live.runtime import open_live_lab
+from halab.live.engine import LabEngine
 
 # The commands that take a node and nothing else of their own, from the fault registry (netem has
 # its number flags; netem-clear is `netem --clear`).
@@ -90,19 +90,24 @@ def measure_params(args: argparse.Namespace) -> dict[str, object]:
     return given
 
 
+def _check_target(cfg, action: str, target: str) -> None:
+    """A host fault names a host of lab.yaml's ``hosts:``; every other fault a node."""
+    if fault_kinds.kind(action).on_host:
+        if not cfg.hosts:
+            raise UsageError(f"lab {cfg.name!r} runs on one host: {action} needs lab.yaml hosts:")
+        cfg.host(target)
+    else:
+        cfg.node(target)
+
+
 def _simple(args: argparse.Namespace) -> int:
     cfg = config_from(args)
-    if fault_kinds.kind(args.action).on_host:  # clear error for an unknown host or node first
-        if not cfg.hosts:
-            raise UsageError(f"lab {cfg.name!r} runs on one host: {args.action} needs lab.yaml hosts:")
-        cfg.host(args.node)
-    else:
-        cfg.node(args.node)
+    _check_target(cfg, args.action, args.node)  # clear error for an unknown host or node first
     params = {"service": args.service} if getattr(args, "service", None) else {}
     if args.action == "revive":
         params = {"warm": args.warm, "checkpoint": args.checkpoint}
-    with open_live_lab(cfg) as live:
-        ev = live.faults.apply(args.action, args.node, **params)
+    with LabEngine.open(cfg) as live:
+        ev = live.apply(args.action, args.node, **params)
     print(ev.message)
     return 0
 
@@ -110,9 +115,9 @@ def _simple(args: argparse.Namespace) -> int:
 def _netem(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     cfg.node(args.node)
-    with open_live_lab(cfg) as live:
+    with LabEngine.open(cfg) as live:
         if args.clear:
-            ev = live.faults.apply("netem-clear", args.node)
+            ev = live.apply("netem-clear", args.node)
         else:
             ev = live.faults.netem(args.node, delay_ms=args.delay_ms, jitter_ms=args.jitter_ms,
                                    loss_pct=args.loss_pct)
@@ -122,8 +127,8 @@ def _netem(args: argparse.Namespace) -> int:
 
 def _restore(args: argparse.Namespace) -> int:
     cfg = config_from(args)
-    with open_live_lab(cfg) as live:
-        events, problems = live.faults.restore()
+    with LabEngine.open(cfg) as live:
+        events, problems = live.restore()
     for ev in events:
         print(ev.message)
     for p in problems:
@@ -136,15 +141,14 @@ def _restore(args: argparse.Namespace) -> int:
 def _watch(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     end = time.monotonic() + args.seconds if args.seconds else None
-    with open_live_lab(cfg) as live:
+    with LabEngine.open(cfg) as live:
         # Connect first: the probes swallow a connection error each second, so a libvirt that is
         # down would otherwise look like a quiet lab (nothing printed, exit 0).
         live.virt.states()
         live.timeline.subscribe(lambda item: _print_item(item))
-        live.start_observing(traffic=bool(args.rate))
-        if live.traffic is not None:
-            live.traffic.set_rate(args.rate)
-            live.traffic.start()
+        live.start_observing()
+        if args.rate:
+            live.start_traffic(args.rate)
         try:
             while end is None or time.monotonic() < end:
                 time.sleep(0.2)
@@ -162,10 +166,11 @@ def _print_item(item) -> None:
     elif isinstance(item, TrafficBucket):
         stamp = time.strftime("%H:%M:%S", time.localtime(item.second))
         shares = " ".join(f"{n}:{c}" for n, c in sorted(item.by_node.items()))
-        print(f"{stamp} traffic reads {item.reads_ok}/{item.reads_ok + item.reads_err} "
-              f"writes {item.writes_ok}/{item.writes_ok + item.writes_err} "
-              f"pages {item.pages_ok}/{item.pages_ok + item.pages_err} "
-              f"p50 {item.p50_ms:.0f}ms p99 {item.p99_ms:.0f}ms  {shares}", flush=True)
+        p = item.point()
+        print(f"{stamp} traffic reads {p.reads_ok}/{p.reads_ok + p.reads_err} "
+              f"writes {p.writes_ok}/{p.writes_ok + p.writes_err} "
+              f"pages {p.pages_ok}/{p.pages_ok + p.pages_err} "
+              f"p50 {p.p50_ms:.0f}ms p99 {p.p99_ms:.0f}ms  {shares}", flush=True)
 
 
 def _measure(args: argparse.Namespace) -> int:
@@ -174,14 +179,9 @@ def _measure(args: argparse.Namespace) -> int:
     check_output_files(args, "json", "timeline")
     params = measure_params(args)
     cfg = config_from(args)
-    if fault_kinds.kind(args.fault).on_host:
-        if not cfg.hosts:
-            raise UsageError(f"lab {cfg.name!r} runs on one host: {args.fault} needs lab.yaml hosts:")
-        cfg.host(args.node)
-    else:
-        cfg.node(args.node)
-    with open_live_lab(cfg) as live:
-        live.start_observing(traffic=True)
+    _check_target(cfg, args.fault, args.node)
+    with LabEngine.open(cfg) as live:
+        live.start_observing()
         plan = MeasurePlan(rate=args.rate or cfg.traffic.rate, settle_s=args.settle,
                            revive=not args.no_revive)
         result = run_measurement(live.handles(), args.fault, args.node, plan, fault_params=params,

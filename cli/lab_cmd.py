@@ -129,10 +129,11 @@ def _status(args: argparse.Namespace) -> int:
     stopped = bool(nodes) and all(n.state == "saved" for n in nodes)
     if not args.no_ssh and not stopped:
         from halab.lab.ssh import HostKeyMismatch
-        from halab.live.runtime import open_live_lab, role_health
+        from halab.live.engine import LabEngine
+        from halab.live.status import role_health
 
         try:
-            with open_live_lab(cfg) as live:
+            with LabEngine.open(cfg) as live:
                 roles = role_health(live)
         except HostKeyMismatch as exc:  # said per node above; role health needs trusted nodes
             roles = {"error": str(exc)}

@@ -113,13 +113,15 @@ def _print_result(result) -> None:
               f"error window {m['error_window_s']:.2f} s")
 
 
-def _report(result, directory: str, live) -> None:
+def _report(result, directory: str, live, stem: str | None = None) -> None:
     from halab.report.writer import write_report
 
-    paths = write_report(result, directory)
-    tl = Path(directory) / f"{result.scenario}.timeline.jsonl"
-    live.timeline.write_jsonl(tl)
-    print(f"report: {paths['html']} ({paths['markdown'].name}, {paths['json'].name}, {tl.name})")
+    paths = write_report(result, directory, stem=stem)
+    tl = Path(directory) / f"{stem or result.scenario}.timeline.jsonl"
+    # One run of several on the engine's timeline (compare): only its own part.
+    live.timeline.write_jsonl(tl, since=result.started_at - 1.0 if stem else None)
+    if stem is None:
+        print(f"report: {paths['html']} ({paths['markdown'].name}, {paths['json'].name}, {tl.name})")
 
 
 def _reset_first(cfg, name: str) -> None:
@@ -130,8 +132,8 @@ def _reset_first(cfg, name: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from halab.chaos.scenarios import lab_resetter, load_scenario, push_haproxy_config, run_loaded
-    from halab.live.runtime import open_live_lab, ssh_runner
+    from halab.chaos.scenarios import load_scenario
+    from halab.live.engine import LabEngine
 
     cfg = config_from(args)
     sc = load_scenario(args.file)
@@ -140,11 +142,9 @@ def _run(args: argparse.Namespace) -> int:
     sc.check_lab(cfg)
     if args.reset:
         _reset_first(cfg, args.reset)
-    with open_live_lab(cfg) as live:
-        live.start_observing(traffic=True)
-        run = ssh_runner(cfg, live.ssh)
-        result = run_loaded(live.handles(), sc, switch_preset=lambda c: push_haproxy_config(c, run),
-                            progress=_say, reset_lab=lab_resetter(cfg))
+    with LabEngine.open(cfg) as live:
+        live.start_observing()
+        result = live.run_scenario(sc, progress=_say)
         if args.report:
             _report(result, args.report, live)
     _print_result(result)
@@ -152,11 +152,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from halab.chaos.scenarios import lab_resetter, load_scenario, push_haproxy_config, run_loaded
+    from halab.chaos.scenarios import load_scenario
     from halab.errors import UsageError
     from halab.lab.config import HAPROXY_PRESETS
-    from halab.live.runtime import open_live_lab, ssh_runner
-    from halab.report.writer import comparison, write_compare, write_report
+    from halab.live.engine import LabEngine
+    from halab.live.matrix import run_matrix
+    from halab.report.writer import comparison, write_compare
 
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     bad = [p for p in presets if p not in HAPROXY_PRESETS]
@@ -168,21 +169,28 @@ def _compare(args: argparse.Namespace) -> int:
     if args.rate is not None:
         base = base.with_rate(args.rate)
     base.check_lab(cfg)
-    results = {}
-    for preset in presets:
-        sc = replace(base, preset=preset)
-        _say(f"--- preset {preset} ---")
-        if args.reset:
-            _reset_first(cfg, args.reset)
-        with open_live_lab(cfg) as live:
-            live.start_observing(traffic=True)
-            run = ssh_runner(cfg, live.ssh)
-            results[preset] = run_loaded(live.handles(), sc, progress=_say, reset_lab=lab_resetter(cfg),
-                                         switch_preset=lambda c, run=run: push_haproxy_config(c, run))
+
+    with LabEngine.open(cfg) as live:
+        live.start_observing()
+
+        def before(preset: str) -> None:
+            _say(f"--- preset {preset} ---")
+            if args.reset:
+                _say(f"reset to checkpoint {args.reset}: {live.reset_step(args.reset)}")
+
+        def one(pcfg, _cell: str):
+            preset = pcfg.haproxy.preset
+            result = live.run_scenario(replace(base, preset=preset), progress=_say)
             if args.report:
-                write_report(results[preset], args.report, stem=f"{sc.name}-{preset}")
-                live.timeline.write_jsonl(Path(args.report) / f"{sc.name}-{preset}.timeline.jsonl")
-        _print_result(results[preset])
+                _report(result, args.report, live, stem=f"{base.name}-{preset}")
+            _print_result(result)
+            return result
+
+        matrix = run_matrix(cfg, presets, [base.name], one, live.install_haproxy, before=before, say=_say,
+                            keep_going=False)
+    results = {p: row[base.name] for p, row in matrix.results.items()}
+    for problem in matrix.problems:  # only putting the lab's own preset back can fail and go on
+        print(f"problem: {problem}", file=sys.stderr)
     cmp = comparison(results)
     print(f"\n{base.name}: " + ", ".join(
         f"{p}: detection {row['detection_s'] if row['detection_s'] is not None else 'n/a'} s"
@@ -193,7 +201,7 @@ def _compare(args: argparse.Namespace) -> int:
     if args.report:
         paths = write_compare(cmp, args.report)
         print(f"report: {paths['html']}")
-    return 0 if all(r.passed for r in results.values()) else 1
+    return 0 if all(r.passed for r in results.values()) and not matrix.problems else 1
 
 
 def _bench(args: argparse.Namespace) -> int:

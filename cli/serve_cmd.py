@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         def factory():
             from halab.live.session import LabSession
 
-            return LabSession(cfg)
+            return LabSession.open(cfg)
 
         lab = cfg.name
     from tui.serve import run_serve

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         def factory():
             from halab.live.session import LabSession
 
-            return LabSession(cfg)
+            return LabSession.open(cfg)
 
     app = make_app(factory, settings)
     app.run()

@@ -15,6 +15,7 @@ import libvirt
 from halab.chaos.faults import Faults
 from halab.lab.config import LabConfig, parse_config
 from halab.lab.virt import LabVirt, ownership_xml
+from halab.live.engine import LabEngine
 from halab.live.session import FailoverView, LabSession, synthetic_points
 from halab.observe.timeline import Timeline
 
@@ -142,8 +143,9 @@ def demo_session(
     virt = LabVirt(cfg, conn)
     timeline = Timeline(keep_requests=keep_requests, clock=clock)  # True: scenarios can run
     faults = Faults(cfg, virt, ssh=rec.ssh_run, host_run=rec.host_run, state_dir=state, clock=clock)
-    session = LabSession(cfg, virt=virt, faults=faults, timeline=timeline,
-                         traffic=session_kw.pop("traffic", FakeTraffic()), clock=clock, **session_kw)
+    engine = LabEngine(cfg, virt=virt, faults=faults, timeline=timeline,
+                       traffic=session_kw.pop("traffic", FakeTraffic()), clock=clock, **session_kw)
+    session = LabSession(engine)
     if history:
         record_history(session)
     return session

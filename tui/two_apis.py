@@ -29,7 +29,7 @@ class NoAnswer(Exception):
 def target(session: Any) -> tuple[str, int] | None:
     """Where the lab's clients send their requests (the traffic generator's VIP and port); None
     for a lab without an API (the demo lab on libvirt's test driver)."""
-    traffic = getattr(session, "traffic", None)
+    traffic = session.engine.traffic
     host, port = getattr(traffic, "host", None), getattr(traffic, "port", None)
     if isinstance(host, str) and isinstance(port, int):
         return host, port

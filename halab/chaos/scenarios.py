@@ -63,6 +63,7 @@ import base64
 import math
 import re
 import shlex
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -98,7 +99,7 @@ from halab.lab.config import (
     describe_value,
     read_definition,
 )
-from halab.observe.timeline import Event, RequestRecord, Timeline, percentile
+from halab.observe.timeline import Event, RequestRecord, Timeline, TrafficPoint, percentile
 
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 ACTIONS = ("traffic", "wait", "fault", "revive", "undo", "restore", "reset", "preset", "measure", "mark")
@@ -951,7 +952,7 @@ class ScenarioResult:
     hypotheses: list[HypothesisResult]
     measurements: list[dict[str, Any]]  # MeasureResult.to_dict() + "preset", "step"
     problems: list[str]
-    traffic: list[dict[str, Any]]  # per second, relative: t, reads_ok, reads_err, ..., p50_ms, p99_ms
+    traffic: list[TrafficPoint]  # per second, ``t`` relative to the run's start
     events: list[dict[str, Any]]  # relative: t, kind, message, node, source
     notes: list[str] = field(default_factory=list)  # worth knowing, not a failure
 
@@ -973,6 +974,7 @@ class ScenarioResult:
         d = {k: v for k, v in d.items() if k != "passed"}
         d["steps"] = [StepResult(**s) for s in d["steps"]]
         d["hypotheses"] = [HypothesisResult(**h) for h in d["hypotheses"]]
+        d["traffic"] = [TrafficPoint.from_dict(p) for p in d["traffic"]]
         return cls(**d)
 
     def summary_lines(self) -> list[str]:
@@ -1035,15 +1037,18 @@ class ScenarioRunner:
 
     ``strict`` (a built-in experiment such as ``measure``): the first step that raises, or a
     ``wait`` with ``required`` that times out (StepFailed), ends the run with that exception after
-    the clean-up. ``leave_faults``: the clean-up leaves the faults in place (``measure --no-revive``)."""
+    the clean-up. ``leave_faults``: the clean-up leaves the faults in place (``measure --no-revive``).
+    ``cancel``: once set (the TUI quits, the engine closes), every wait ends, no further step runs and
+    the run cleans up as at its end (faults undone, the traffic it started stopped)."""
 
     def __init__(self, lab: LabHandles, scenario: Scenario, *, switch_preset: PresetSwitch | None = None,
                  progress: Callable[[str], None] | None = None, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep, poll_s: float = 0.1, tail_s: float = 1.0,
                  reset_lab: Callable[[str], str] | None = None, strict: bool = False,
                  leave_faults: bool = False, story: Story | None = None,
-                 presenter_timeout_s: float = 3600.0):
+                 presenter_timeout_s: float = 3600.0, cancel: threading.Event | None = None):
         self.lab = lab
+        self.cancel = cancel or threading.Event()
         self.story = story  # story mode: narration, presenter pauses, live hypotheses
         self.presenter_timeout_s = presenter_timeout_s
         self._story_at = 0.0
@@ -1101,6 +1106,10 @@ class ScenarioRunner:
                 self._set_preset(sc.preset)
             start_preset = self.cfg.haproxy.preset
             for i, step in enumerate(sc.steps):
+                if self.cancel.is_set():
+                    self.problems.append(f"cancelled before step {step.index}; the remaining "
+                                         f"{len(sc.steps) - i} step(s) did not run")
+                    break
                 self.tl.note(f"step {step.index}/{len(sc.steps)}: {step.label}", source=STEP_SOURCE,
                              **step_data(step, len(sc.steps)))
                 if self.story is not None:
@@ -1160,6 +1169,8 @@ class ScenarioRunner:
         self.tl.note(f"waiting for the presenter before step {step.index}", source=PAUSE_SOURCE,
                      step=step.index, waiting=True)
         if not self._wait(lambda: story.released(step.index), self.presenter_timeout_s):
+            if self.cancel.is_set():
+                return
             story.run_on()
             self.notes.append(f"step {step.index}: nobody pressed a key for "
                               f"{self.presenter_timeout_s:g} s; the story ran on")
@@ -1205,7 +1216,7 @@ class ScenarioRunner:
     # -- steps --
     def _wait(self, cond: Callable[[], bool], timeout: float) -> bool:
         end = self.clock() + timeout
-        while self.clock() < end:
+        while self.clock() < end and not self.cancel.is_set():
             self.tl.tick(self.clock())
             if cond():
                 return True
@@ -1360,10 +1371,7 @@ class ScenarioRunner:
                 self.notes.append(
                     f"{len(early)} request(s) failed while the lab warmed up, before the steady state at "
                     f"t={self._rel(self.steady_at)} s; run hypotheses count from there")
-        traffic = [{"t": b.second - self.t0, "reads_ok": b.read.ok, "reads_err": b.read.errors,
-                    "writes_ok": b.write.ok, "writes_err": b.write.errors, "pages_ok": b.page.ok,
-                    "pages_err": b.page.errors, "p50_ms": b.p50_ms, "p99_ms": b.p99_ms, "max_ms": b.max_ms}
-                   for b in self.tl.buckets() if b.second + 1 >= self.t0]
+        traffic = [b.point().shifted(self.t0) for b in self.tl.buckets() if b.second + 1 >= self.t0]
         events = [{"t": self._rel(e.at), "kind": e.kind, "message": e.message, "node": e.node,
                    "source": e.source} for e in self.tl.events(since=self.t0 - 1)]
         mdicts = []
@@ -1410,31 +1418,6 @@ def evaluate_all(sc: Scenario, ctx: EvalContext, spans: list[tuple[Step, float, 
 
 def run_loaded(lab: LabHandles, scenario: Scenario, **kw: Any) -> ScenarioResult:
     return ScenarioRunner(lab, scenario, **kw).run()
-
-
-def run_scenario(cfg: LabConfig, path: str | Path, *, session: Any | None = None, **kw: Any
-                 ) -> ScenarioResult:
-    """Run a scenario file on the live lab (or through a TUI session's parts). The run holds the
-    lab lock throughout (refused while up/heal/down/reset run); its faults and `reset:` steps take
-    the same lock again in this process, which the lock allows."""
-    from halab.lock import LabLock
-    from halab.paths import lab_state_dir
-
-    sc = load_scenario(path)
-    if session is not None:
-        traffic = session._need_traffic() if hasattr(session, "_need_traffic") else session.traffic
-        ssh = getattr(session.faults, "ssh", None)
-        switch = (lambda c: push_haproxy_config(c, ssh)) if ssh is not None else None
-        lab = LabHandles(session.cfg, session.timeline, session.faults, traffic, session.probes)
-        with LabLock(lab_state_dir(session.cfg.name), session.cfg.name):
-            return run_loaded(lab, sc, switch_preset=switch, **kw)
-    from halab.live.runtime import open_live_lab, ssh_runner
-
-    with LabLock(lab_state_dir(cfg.name), cfg.name), open_live_lab(cfg) as live:
-        live.start_observing(traffic=True)
-        run = ssh_runner(cfg, live.ssh)
-        return run_loaded(live.handles(), sc, switch_preset=lambda c: push_haproxy_config(c, run),
-                          reset_lab=lab_resetter(cfg), **kw)
 
 
 def lab_resetter(cfg: LabConfig) -> Callable[[str], str]:

@@ -1,1 +1,2 @@
-"""The live lab as front ends see it: the runtime, the TUI's session, the snapshot feed, replay, bench."""
+"""The live lab as front ends see it: the engine (one per running lab), the TUI's session over it,
+the snapshot feed, replay, the preset matrix and bench."""

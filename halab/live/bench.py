@@ -13,6 +13,8 @@ from halab.chaos.experiments import MeasurePlan, run_measurement
 from halab.chaos.measure import LabHandles
 from halab.errors import HalabError
 from halab.lab.config import HAPROXY_PRESETS, LabConfig
+from halab.live.engine import LabEngine
+from halab.live.matrix import run_matrix
 
 # One of each role whose loss tells a different story: HAProxy routes around an API node; the
 # default lab's single database is an outage; losing the broker stops writes, not reads.
@@ -37,39 +39,23 @@ def measure_matrix(
     say: Say = lambda _m: None,
     measure: Callable[..., Any] = run_measurement,
 ) -> dict[str, Any]:
-    """Every fault under every preset, on one running lab. A measurement that fails is recorded as
-    a problem and the next one still runs; the lab's own preset is installed again at the end,
-    whatever happened."""
-    from halab.chaos.scenarios import with_preset
+    """Every fault under every preset, on one running lab (the shared matrix runner). A measurement
+    that fails is recorded as a problem and the next one still runs; the lab's own preset is
+    installed again at the end, whatever happened."""
+    by_name = {f"{fault} {node}": (fault, node) for fault, node in faults}
 
-    failover: dict[str, dict[str, Any]] = {}
-    problems: list[str] = []
-    try:
-        for preset in presets:
-            pcfg = with_preset(cfg, preset)
-            say(f"preset {preset}: installing haproxy.cfg")
-            try:
-                install(pcfg)
-            except HalabError as exc:
-                problems.append(f"{preset}: {exc}")
-                continue
-            for fault, node in faults:
-                name = f"{fault} {node}"
-                try:
-                    r = measure(handles_for(pcfg), fault, node, plan or MeasurePlan(rate=cfg.traffic.rate),
-                                progress=lambda m, p=preset, n=name: say(f"{p} {n}: {m}"))
-                except HalabError as exc:
-                    problems.append(f"{preset} {name}: {exc}")
-                    continue
-                failover.setdefault(preset, {})[name] = r.to_dict()
-                say(f"{preset} {name}: {r.summary}")
-    finally:
-        try:
-            install(cfg)
-        except HalabError as exc:
-            problems.append(f"putting back the lab's own preset {cfg.haproxy.preset}: {exc}")
+    def one(pcfg: LabConfig, name: str) -> Any:
+        fault, node = by_name[name]
+        preset = pcfg.haproxy.preset
+        r = measure(handles_for(pcfg), fault, node, plan or MeasurePlan(rate=cfg.traffic.rate),
+                    progress=lambda m: say(f"{preset} {name}: {m}"))
+        say(f"{preset} {name}: {r.summary}")
+        return r
+
+    m = run_matrix(cfg, presets, list(by_name), one, install, say=say)
+    failover = {p: {name: r.to_dict() for name, r in row.items()} for p, row in m.results.items()}
     return {"failover": failover, "detection_ratio": detection_ratios(failover, presets),
-            "problems": problems}
+            "problems": m.problems}
 
 
 def detection_ratios(failover: dict[str, dict[str, Any]],
@@ -166,23 +152,12 @@ def run_bench(cfg: LabConfig, progress: Say | None = None, *, keep: bool = False
 
 def _failover(cfg: LabConfig, faults: list[tuple[str, str]], presets: tuple[str, ...],
               plan: MeasurePlan | None, say: Say, timeline_path: str | Path | None) -> dict[str, Any]:
-    from halab.chaos.scenarios import push_haproxy_config
-    from halab.live.runtime import open_live_lab, ssh_runner
-
     out: dict[str, Any] = {"problems": []}
     try:
-        with open_live_lab(cfg) as live:
-            live.start_observing(traffic=True)
-            run = ssh_runner(cfg, live.ssh)
-
-            def handles_for(pcfg: LabConfig) -> LabHandles:
-                handles = live.handles()
-                handles.cfg = pcfg
-                return handles
-
+        with LabEngine.open(cfg) as live:
+            live.start_observing()
             try:
-                matrix = measure_matrix(cfg, handles_for, lambda c: push_haproxy_config(c, run), faults,
-                                        presets, plan, say)
+                matrix = measure_matrix(cfg, live.handles, live.install_haproxy, faults, presets, plan, say)
                 out["problems"] += matrix.pop("problems", [])
                 out.update(matrix)
             finally:

@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -85,6 +85,50 @@ class KindStats:
     p99_ms: float | None = None
 
 
+@dataclass(frozen=True)
+class TrafficPoint:
+    """One second of client traffic, starting at ``t``: operations (reads, writes, page loads) that
+    succeeded and failed, latency, and which API node answered what share of the HTTP calls. The one
+    shape of a traffic second: the TUI's graphs, browser viewers, replays and reports all read it
+    (``t`` is wall-clock seconds, or seconds from the run's start in a report)."""
+
+    t: float
+    reads_ok: int = 0
+    reads_err: int = 0
+    writes_ok: int = 0
+    writes_err: int = 0
+    pages_ok: int = 0
+    pages_err: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    share: dict[str, float] = field(default_factory=dict)  # node -> fraction of HTTP calls answered
+
+    @property
+    def ok(self) -> int:
+        return self.reads_ok + self.writes_ok + self.pages_ok
+
+    @property
+    def errors(self) -> int:
+        return self.reads_err + self.writes_err + self.pages_err
+
+    @property
+    def operations(self) -> int:
+        """Operations completed in this second: the operations/s the graphs and reports show."""
+        return self.ok + self.errors
+
+    def shifted(self, t0: float) -> TrafficPoint:
+        """The same second with ``t`` counted from ``t0`` (a report's run start)."""
+        return replace(self, t=self.t - t0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrafficPoint:
+        return cls(**{**d, "share": dict(d.get("share") or {})})
+
+
 @dataclass
 class TrafficBucket:
     """Traffic completed during one wall-clock second [second, second + 1)."""
@@ -108,34 +152,11 @@ class TrafficBucket:
     def errors(self) -> int:
         return self.read.errors + self.write.errors + self.page.errors
 
-    # Flat names, as LabSession's view (TrafficPoint) reads them.
-    @property
-    def t(self) -> float:
-        return float(self.second)
-
-    @property
-    def reads_ok(self) -> int:
-        return self.read.ok
-
-    @property
-    def reads_err(self) -> int:
-        return self.read.errors
-
-    @property
-    def writes_ok(self) -> int:
-        return self.write.ok
-
-    @property
-    def writes_err(self) -> int:
-        return self.write.errors
-
-    @property
-    def pages_ok(self) -> int:
-        return self.page.ok
-
-    @property
-    def pages_err(self) -> int:
-        return self.page.errors
+    def point(self) -> TrafficPoint:
+        """This second as the one shape every front end and report reads."""
+        return TrafficPoint(float(self.second), self.read.ok, self.read.errors, self.write.ok,
+                            self.write.errors, self.page.ok, self.page.errors, self.p50_ms, self.p99_ms,
+                            self.max_ms, self.share)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -290,12 +311,15 @@ class Timeline:
                 self._sink.close()
                 self._sink = None
 
-    def write_jsonl(self, path: str | Path, include_requests: bool = True) -> None:
-        """Everything, in time order: events, buckets and (optionally) request records."""
-        rows: list[tuple[float, dict[str, Any]]] = [(e.at, e.to_dict()) for e in self.events()]
-        rows += [(b.second + 1.0, b.to_dict()) for b in self.buckets()]
+    def write_jsonl(self, path: str | Path, include_requests: bool = True,
+                    since: float | None = None) -> None:
+        """Everything, in time order: events, buckets and (optionally) request records; ``since``:
+        only from then on (one run of several on the same timeline)."""
+        rows: list[tuple[float, dict[str, Any]]] = [(e.at, e.to_dict()) for e in self.events(since=since)]
+        rows += [(b.second + 1.0, b.to_dict()) for b in self.buckets()
+                 if since is None or b.second + 1 >= since]
         if include_requests:
-            rows += [(r.end, r.to_dict()) for r in self.requests()]
+            rows += [(r.end, r.to_dict()) for r in self.requests(since=since)]
         rows.sort(key=lambda r: r[0])
         from halab.atomic import write_atomic
 

@@ -111,18 +111,19 @@ def render_markdown(result: ScenarioResult) -> str:
 def render_svg(result: ScenarioResult, width: int = 960) -> str:
     """The timeline chart: operations/s (ok lines, error bars), latency, and marks."""
     r = result
+    traffic = [p.to_dict() for p in r.traffic]  # the seconds' fields by name, per operation kind
     left, right, top = 56, 16, 28
     h1, gap, h2, bottom = 220, 34, 110, 40
     height = top + h1 + gap + h2 + bottom
     pw = width - left - right
-    span = max(r.duration_s, max((p["t"] + 1 for p in r.traffic), default=1.0), 1.0)
+    span = max(r.duration_s, max((p["t"] + 1 for p in traffic), default=1.0), 1.0)
 
     def x(t: float) -> float:
         return left + max(0.0, min(t, span)) / span * pw
 
-    rates = [p[f"{k}_ok"] + p[f"{k}_err"] for p in r.traffic for k in ("reads", "writes", "pages")]
+    rates = [p[f"{k}_ok"] + p[f"{k}_err"] for p in traffic for k in ("reads", "writes", "pages")]
     ymax = max([1, *rates])
-    lat = [p[k] for p in r.traffic for k in ("p50_ms", "p99_ms") if p.get(k) is not None]
+    lat = [p[k] for p in traffic for k in ("p50_ms", "p99_ms") if p.get(k) is not None]
     lmax = max([10.0, *lat])
 
     def y1(v: float) -> float:
@@ -164,7 +165,7 @@ def render_svg(result: ScenarioResult, width: int = 960) -> str:
                  f'{e(st.label)}</title></line>')
     # error bars, stacked per second
     bw = max(1.0, pw / span * 0.8)
-    for p in r.traffic:
+    for p in traffic:
         base = 0.0
         for k in ("reads", "writes", "pages"):
             n = p[f"{k}_err"]
@@ -176,12 +177,12 @@ def render_svg(result: ScenarioResult, width: int = 960) -> str:
                 base += n
     # ok lines
     for k, colour in KIND_COLOURS.items():
-        pts = " ".join(f"{x(p['t'] + 0.5):.1f},{y1(p[f'{k}_ok']):.1f}" for p in r.traffic)
+        pts = " ".join(f"{x(p['t'] + 0.5):.1f},{y1(p[f'{k}_ok']):.1f}" for p in traffic)
         if pts:
             s.append(f'<polyline class="ok-{k}" points="{pts}" fill="none" stroke="{colour}" '
                      'stroke-width="1.5"/>')
     for key, w in (("p50_ms", 1), ("p99_ms", 2)):
-        pts = " ".join(f"{x(p['t'] + 0.5):.1f},{y2(p[key]):.1f}" for p in r.traffic if p.get(key) is not None)
+        pts = " ".join(f"{x(p['t'] + 0.5):.1f},{y2(p[key]):.1f}" for p in traffic if p.get(key) is not None)
         if pts:
             s.append(f'<polyline class="latency" points="{pts}" fill="none" stroke="#555" '
                      f'stroke-width="{w}"/>')

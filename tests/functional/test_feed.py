@@ -63,7 +63,7 @@ def test_viewers_share_one_snapshot_stream_and_cannot_act(presenter):
     viewers[0].client.send_raw('{"action": "kill", "node": "api-2"}')
     time.sleep(0.3)
     assert server.refused == 1
-    assert not session.faults.active() and session.snapshot().node("api-2").state == "running"
+    assert not session.engine.faults.active() and session.snapshot().node("api-2").state == "running"
     for v in viewers:
         v.close()
 

@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from halab.errors import NotAvailableYet
+from halab.live.engine import LabEngine
 from halab.live.session import LabSession, UpProgress
 from tests.support.recorder import Recorder
 from tui import TuiSettings, make_app
@@ -381,8 +382,8 @@ async def test_no_lab_then_up(tmp_path, monkeypatch):
 
         cfg = demo_config(name=lab_name)
         virt = LabVirt(cfg, conn)
-        box["s"] = LabSession(cfg, virt=virt, faults=Faults(cfg, virt, state_dir=tmp_path),
-                              clock=lambda: T0)
+        box["s"] = LabSession(LabEngine(cfg, virt=virt, faults=Faults(cfg, virt, state_dir=tmp_path),
+                                        clock=lambda: T0))
         return box["s"]
 
     def fake_up(self, profile=None, progress_cb=None):
@@ -420,7 +421,8 @@ async def test_no_lab_up_failure_is_shown_in_full(tmp_path):
 
         cfg = demo_config(name=lab_name)
         virt = LabVirt(cfg, conn)
-        return LabSession(cfg, virt=virt, faults=Faults(cfg, virt, state_dir=tmp_path), clock=lambda: T0)
+        engine = LabEngine(cfg, virt=virt, faults=Faults(cfg, virt, state_dir=tmp_path), clock=lambda: T0)
+        return LabSession(engine)
 
     def failing_up(self, profile=None, progress_cb=None):
         progress_cb(UpProgress("terraform", "apply started", 1.0))

@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from halab.live.engine import LabEngine
 from halab.live.session import LabSession, UpProgress
 from tui import TuiSettings, make_app
 from tui.demo import T0, demo_config, demo_session
@@ -78,7 +79,8 @@ def _nolab_app(tmp_path):
     def factory() -> LabSession:
         cfg = demo_config(name="fresh")
         virt = LabVirt(cfg, libvirt.open("test:///default"))
-        return LabSession(cfg, virt=virt, faults=Faults(cfg, virt, state_dir=tmp_path), clock=lambda: T0)
+        engine = LabEngine(cfg, virt=virt, faults=Faults(cfg, virt, state_dir=tmp_path), clock=lambda: T0)
+        return LabSession(engine)
 
     return make_app(factory, TuiSettings(tz=UTC))
 
@@ -123,7 +125,7 @@ def _story_session(tmp_path):
     story.hypotheses([HypothesisView("read_availability >= 99.9 %", "run", "holding"),
                       HypothesisView("failed_pages == 0", "run", "holding"),
                       HypothesisView("read-only cloud", "step 7", "pending")])
-    session._story = story
+    session.engine.show_story(story)
     return session
 
 

@@ -108,7 +108,7 @@ async def test_a_viewer_has_no_key_that_acts(tmp_path):
         await pilot.press("space")
         await settle(pilot, app)
         assert [n.state for n in app.snapshot.nodes] == before
-        assert not lab.box["s"].faults.active()
+        assert not lab.box["s"].engine.faults.active()
         await pilot.press("v")
         assert app.screen.has_class("-projector")
 
@@ -166,3 +166,27 @@ async def test_a_snapshot_that_arrives_while_the_app_quits_is_dropped(tmp_path):
         await screen.query_one(StatusLine).remove()
         screen.show_snapshot(snap)  # raised NoMatches before
         assert screen.applied == before
+
+
+async def test_quitting_while_the_story_waits_ends_the_run_and_its_traffic(tmp_path):
+    """`q` at a `pause: true` step: the session's close cancels the scenario (it cleans up as at
+    its end) and stops the traffic, so nothing keeps the process alive (it hung here: the runner
+    waited an hour for the presenter in a worker thread the interpreter joins at exit)."""
+    lab = story_lab(tmp_path)
+    app = make_app(lab, TuiSettings(tz=UTC, confirm_destructive=False))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        await pilot.press("t")  # traffic on, as a presenter would have it
+        await until(pilot, app, lambda s: s.traffic.running)
+        await pilot.press("x")
+        await pilot.press("enter")
+        await until(pilot, app, lambda s: s.story is not None and s.story.waiting)
+        await pilot.press("q")
+    session = lab.box["s"]
+    story = session.engine.story
+    assert story is not None
+    deadline = time.monotonic() + 5.0
+    while not story.view().done and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert story.view().done and not story.view().passed
+    assert not session.engine.traffic.running

@@ -1,5 +1,5 @@
 """`status` prints role health in one screen: balancers' backends, the VIP holder, API health,
-heartbeat ages, Galera and RabbitMQ (from halab.live.runtime.role_health's data)."""
+heartbeat ages, Galera and RabbitMQ (from halab.live.status.role_health's data)."""
 
 from __future__ import annotations
 

@@ -101,17 +101,28 @@ def test_measure_refuses_what_the_cli_cannot_offer_and_accepts_the_rest():
         assert measure.expected_detection(cfg, "api", name)[0] == cfg.haproxy.expected_detection_s(silent)
 
 
-class _RecordingFaults:
+class _RecordingFaults(Faults):
     def apply(self, action: str, node: str, **params: object) -> FaultEvent:
         return FaultEvent(action, node, 100.0)
 
 
 @pytest.mark.parametrize("name", fault_kinds.ACTIONS)
-def test_session_starts_a_measurement_for_faults_only(name):
-    s = session.LabSession(parse_config(""), virt=object(), faults=_RecordingFaults(), probes=object(),
-                           traffic=object(), timeline=object(), clock=lambda: 100.0)
-    s._act(name, "api-2")
-    assert (s._measuring == (name, "api-2", 100.0)) is fault_kinds.kind(name).is_fault
+def test_engine_starts_a_measurement_for_faults_only(name, tmp_path):
+    import libvirt
+
+    from halab.lab.virt import LabVirt
+    from halab.live.engine import LabEngine
+
+    cfg = parse_config("name: t\nlibvirt_uri: test:///default\n", host_mem_mib=1 << 20)
+    virt = LabVirt(cfg, libvirt.open("test:///default"))
+    engine = LabEngine(cfg, virt=virt, faults=_RecordingFaults(cfg, virt, state_dir=tmp_path),
+                       clock=lambda: 100.0)
+    try:
+        s = session.LabSession(engine)
+        s.kill("api-2") if name == "kill" else engine.apply(name, "api-2")
+        assert (engine.measuring == (name, "api-2", 100.0)) is fault_kinds.kind(name).is_fault
+    finally:
+        engine.close()
 
 
 def test_tui_explains_every_fault_its_keys_confirm():

@@ -37,7 +37,8 @@ def test_session_view_shows_host_key_mismatch_as_health() -> None:
     from halab.live.session import LabSession
 
     cfg = parse_config("name: t\nlibvirt_uri: test:///default\n", "lab.yaml", host_mem_mib=1 << 20)
-    session = LabSession(cfg)
+    session = LabSession.open(cfg)
     session.record_probe("api-1", health="ok", host_key_mismatch=True)
     view = {n.name: n for n in session.snapshot().nodes}
+    session.close()
     assert view["api-1"].health == VIEW_STATE == HOST_KEY_MISMATCH

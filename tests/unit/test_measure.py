@@ -144,8 +144,9 @@ def test_timeline_round_trip(tmp_path):
         tl.add_request(req("read" if i % 3 else "page", T0 + i * 0.1, ok=i != 7))
     tl.flush()
     assert [b.second for b in tl.buckets()] == [int(T0), int(T0) + 1, int(T0) + 2]
-    assert tl.buckets()[0].read.errors == 1 and tl.buckets()[0].reads_err == 1
+    assert tl.buckets()[0].read.errors == 1 and tl.buckets()[0].point().reads_err == 1
     assert tl.buckets()[0].share == {"api-1": 1.0}
+    assert tl.buckets()[0].point().share == {"api-1": 1.0} and tl.buckets()[0].point().operations == 10
     assert any(isinstance(x, Event) for x in seen) and sum(not isinstance(x, Event) for x in seen) == 3
     path = tmp_path / "t.jsonl"
     tl.write_jsonl(path)
