@@ -53,7 +53,9 @@ def measurement_scenario(fault: str, node: str, plan: MeasurePlan, rate: float, 
         ("wait", {"seconds": plan.settle_s}, ""),
     ]
     if plan.revive:
-        steps += [("undo", {"node": node, "action": fault}, f"undoing {fault} on {node}"),
+        # A host fault's undo names only its action: "node" is checked against the lab's nodes.
+        undo = {"action": fault} if fault in HOST_ACTIONS else {"node": node, "action": fault}
+        steps += [("undo", undo, f"undoing {fault} on {node}"),
                   ("wait", {"until": "recovered", "timeout": plan.recovery_timeout_s},
                    "waiting for recovery")]
     return Scenario(

@@ -96,3 +96,14 @@ def test_unknown_host_and_a_lab_on_one_host_are_refused(faults, tmp_path):
     f = Faults(one, LabVirt(one, faults.virt.conn), state_dir=tmp_path / "one")
     with pytest.raises(UsageError, match="runs on one host"):
         f.apply("host-cut", "rack2")
+
+
+def test_the_measurement_of_a_host_fault_fits_the_lab():
+    """`measure --fault host-cut --node rack2` is a scenario: it must pass the lab check (the first
+    real run stopped there: its undo step named the host as a node)."""
+    from halab.chaos.experiments import MeasurePlan, measurement_scenario
+
+    sc = measurement_scenario("host-cut", "rack2", MeasurePlan(), 8.0, 30.0, {})
+    sc.check_lab(CFG)  # no UsageError
+    fault = next(s for s in sc.steps if s.action == "fault")
+    assert fault.args["host"] == "rack2" and "node" not in fault.args
