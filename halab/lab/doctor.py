@@ -105,30 +105,40 @@ def libvirt_fix(uri: str) -> str:
     return "start it: `systemctl start libvirtd virtlogd` (as root)"
 
 
-def check_libvirt(uri: str, timeout_s: float = LIBVIRT_TIMEOUT_S) -> Check:
-    try:
-        import libvirt
-    except ImportError:
-        return Check("libvirt", False, "the libvirt Python binding is missing", "run ./setup.sh")
+def _ask_libvirt(uri: str, ask: Callable[[Any], dict[str, Any]], timeout_s: float,
+                 name: str) -> dict[str, Any] | None:
+    """``ask(conn)`` on a connection to ``uri`` in a thread with a deadline (libvirt.open can block
+    for a long time on a wedged daemon). None when it did not answer in time; ``{"error": ...}``
+    when libvirt refused."""
+    import libvirt
+
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # the core never prints
     result: dict[str, Any] = {}
 
-    def connect() -> None:
+    def run() -> None:
         try:
             conn = libvirt.open(uri)
             try:
-                result["version"] = conn.getLibVersion()
-                result["hv"] = conn.getType()
+                result.update(ask(conn))
             finally:
                 conn.close()
         except libvirt.libvirtError as exc:
             result["error"] = exc.get_error_message() or str(exc)
 
-    # libvirt.open can block for a long time on a wedged daemon: give it a deadline.
-    worker = threading.Thread(target=connect, daemon=True, name="doctor-libvirt")
+    worker = threading.Thread(target=run, daemon=True, name=name)
     worker.start()
     worker.join(timeout_s)
-    if worker.is_alive():
+    return None if worker.is_alive() else result
+
+
+def check_libvirt(uri: str, timeout_s: float = LIBVIRT_TIMEOUT_S) -> Check:
+    try:
+        import libvirt  # noqa: F401 - only to say clearly when the binding is missing
+    except ImportError:
+        return Check("libvirt", False, "the libvirt Python binding is missing", "run ./setup.sh")
+    result = _ask_libvirt(uri, lambda conn: {"version": conn.getLibVersion(), "hv": conn.getType()},
+                          timeout_s, "doctor-libvirt")
+    if result is None:
         return Check("libvirt", False, f"connecting to {uri} did not answer within {timeout_s:.0f} s",
                      f"the daemon looks stuck; restart it. {libvirt_fix(uri)}")
     if "error" in result:
@@ -269,27 +279,16 @@ def check_remote_kvm(host: HostSpec, timeout_s: float = LIBVIRT_TIMEOUT_S) -> Ch
     import libvirt
 
     name = f"accel[{host.name}]"
-    result: dict[str, Any] = {}
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # the core never prints
 
-    def ask() -> None:
+    def ask(conn: Any) -> dict[str, Any]:
         try:
-            conn = libvirt.open(host.uri)
-            try:
-                conn.getDomainCapabilities(None, None, None, "kvm", 0)
-                result["kvm"] = True
-            except libvirt.libvirtError as exc:
-                result["kvm"] = False
-                result["why"] = exc.get_error_message() or str(exc)
-            finally:
-                conn.close()
+            conn.getDomainCapabilities(None, None, None, "kvm", 0)
+            return {"kvm": True}
         except libvirt.libvirtError as exc:
-            result["error"] = exc.get_error_message() or str(exc)
+            return {"kvm": False, "why": exc.get_error_message() or str(exc)}
 
-    worker = threading.Thread(target=ask, daemon=True, name="doctor-kvm")
-    worker.start()
-    worker.join(timeout_s)
-    if worker.is_alive() or "error" in result:
+    result = _ask_libvirt(host.uri, ask, timeout_s, "doctor-kvm")
+    if result is None or "error" in result:
         return Check(name, False, f"host {host.name}: KVM unknown (libvirt did not answer)",
                      "see the libvirt check of this host", required=False, value="tcg")
     if result["kvm"]:
