@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 
-from halab.chaos.scenarios import load_scenario  # noqa: E402
+from halab.chaos.scenario import load_scenario  # noqa: E402
 from halab.errors import ConfigError  # noqa: E402
 from halab.lab.config import load_config  # noqa: E402
 from tests.support.yaml_fuzz import lab_texts, scenario_texts  # noqa: E402

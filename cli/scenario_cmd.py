@@ -61,7 +61,7 @@ def _say(msg: str) -> None:
 
 
 def _list(_args: argparse.Namespace) -> int:
-    from halab.chaos.scenarios import builtin_scenarios, load_scenario
+    from halab.chaos.scenario import builtin_scenarios, load_scenario
     from halab.errors import ConfigError
 
     for path in builtin_scenarios():
@@ -77,7 +77,7 @@ def _list(_args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from halab.chaos.scenarios import load_scenario
+    from halab.chaos.scenario import load_scenario
     from halab.errors import ConfigError, UsageError
 
     cfg = config_from(args) if getattr(args, "config", None) else None
@@ -126,13 +126,13 @@ def _report(result, directory: str, live, stem: str | None = None) -> None:
 
 def _reset_first(cfg, name: str) -> None:
     """--reset: every run starts from the same known-good cut, so runs are repeatable."""
-    from halab.chaos.scenarios import lab_resetter
+    from halab.chaos.scenario import lab_resetter
 
     _say(f"reset to checkpoint {name}: {lab_resetter(cfg)(name)}")
 
 
 def _run(args: argparse.Namespace) -> int:
-    from halab.chaos.scenarios import load_scenario
+    from halab.chaos.scenario import load_scenario
     from halab.live.engine import LabEngine
 
     cfg = config_from(args)
@@ -152,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from halab.chaos.scenarios import load_scenario
+    from halab.chaos.scenario import load_scenario
     from halab.errors import UsageError
     from halab.lab.config import HAPROXY_PRESETS
     from halab.live.engine import LabEngine

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def story_session(state: Path):
-    from halab.chaos.scenarios import load_scenario
+    from halab.chaos.scenario import load_scenario
     from halab.chaos.story import HypothesisView, Story
     from tui.demo import demo_session
 

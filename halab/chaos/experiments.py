@@ -20,7 +20,7 @@ from halab.chaos.measure import (
     measure_failover,
     not_steady_why,
 )
-from halab.chaos.scenarios import Scenario, ScenarioRunner, Step, StepFailed, host_watch_node
+from halab.chaos.scenario import Scenario, ScenarioRunner, Step, StepFailed, host_watch_node
 from halab.errors import ConfigError, HalabError, UsageError
 from halab.fault_kinds import HOST_ACTIONS, MEASURABLE
 

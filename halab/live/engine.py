@@ -27,7 +27,7 @@ from halab import fault_kinds
 from halab.chaos.boot_priority import BootPriority, settled_text
 from halab.chaos.faults import FaultEvent, Faults
 from halab.chaos.measure import LabHandles, measure_failover
-from halab.chaos.scenarios import (
+from halab.chaos.scenario import (
     Scenario,
     ScenarioResult,
     ScenarioRunner,

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from halab.chaos.scenarios import with_preset
+from halab.chaos.scenario import with_preset
 from halab.errors import HalabError
 from halab.lab.config import LabConfig
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from halab.chaos.scenarios import load_scenario
+from halab.chaos.scenario import load_scenario
 from halab.chaos.story import Story
 from halab.errors import UsageError
 from halab.lab.config import PROFILE_COUNTS, PROFILES, LabConfig, parse_config

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from halab.atomic import write_atomic
-from halab.chaos.scenarios import ScenarioResult, detection_ratio
+from halab.chaos.scenario import ScenarioResult, detection_ratio
 
 KIND_COLOURS = {"reads": "#1f77b4", "writes": "#2ca02c", "pages": "#9467bd"}
 ERROR_COLOURS = {"reads": "#d62728", "writes": "#ff7f0e", "pages": "#8c564b"}

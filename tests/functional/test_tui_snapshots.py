@@ -115,7 +115,7 @@ def test_no_lab_progress_and_error(snap_compare, tmp_path, size):
 
 def _story_session(tmp_path):
     """The demo lab in the middle of the built-in mq story: waiting for the presenter at step 4."""
-    from halab.chaos.scenarios import load_scenario
+    from halab.chaos.scenario import load_scenario
     from halab.chaos.story import HypothesisView, Story
 
     session = demo_session(state_dir=tmp_path)

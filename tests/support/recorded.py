@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from halab.chaos.scenarios import load_scenario
+from halab.chaos.scenario import load_scenario
 from halab.chaos.story import Story
 from halab.report.writer import write_report
 

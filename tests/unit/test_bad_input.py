@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from halab.chaos.faults import Faults, FaultStore
-from halab.chaos.scenarios import load_scenario, parse_scenario
+from halab.chaos.scenario import load_scenario, parse_scenario
 from halab.errors import ConfigError, HalabError, UsageError
 from halab.lab.config import MAX_FILE_BYTES, libvirt_uri_problem, load_config, parse_config
 

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from halab.chaos.scenarios import ScenarioResult
+from halab.chaos.scenario import ScenarioResult
 from halab.report.writer import (
     comparison,
     read_json,
@@ -73,7 +73,7 @@ def test_html_is_self_contained_with_an_svg_chart(passed, broken):
 
 def test_compare_reports_the_detection_ratio(tmp_path):
     fast = run_sim("api-node-loss")[0]
-    from halab.chaos.scenarios import load_scenario
+    from halab.chaos.scenario import load_scenario
     from halab.lab.config import parse_config
 
     kolla_cfg = parse_config("name: lab1\nhaproxy: {preset: kolla}\n", "lab.yaml", host_mem_mib=1 << 20)

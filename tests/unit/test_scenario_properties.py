@@ -9,7 +9,7 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from halab.chaos.scenarios import Scenario, parse_scenario
+from halab.chaos.scenario import Scenario, parse_scenario
 from halab.errors import ConfigError
 from tests.support.yaml_fuzz import scenario_texts
 

@@ -9,15 +9,14 @@ from pathlib import Path
 import pytest
 
 from halab.chaos.faults import UNDO, FaultEvent
-from halab.chaos.measure import LabHandles
-from halab.chaos.scenarios import (
+from halab.chaos.measure import LabHandles, measure_failover
+from halab.chaos.scenario import (
     AppliedFault,
     EvalContext,
     ScenarioRunner,
     builtin_scenarios,
     evaluate,
     load_scenario,
-    measure_failover,
     parse_hypothesis,
     parse_scenario,
 )
@@ -471,7 +470,7 @@ def test_db_loss_default_expects_an_outage():
 
 
 def test_with_rate_overrides_every_rated_traffic_step_only():
-    from halab.chaos.scenarios import parse_scenario
+    from halab.chaos.scenario import parse_scenario
     from halab.errors import UsageError
 
     base = parse_scenario("name: t\nsteps:\n  - traffic: {rate: 40}\n  - wait: 2\n  - traffic: {rate: 20}\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from halab.chaos.scenarios import load_scenario, parse_scenario
+from halab.chaos.scenario import load_scenario, parse_scenario
 from halab.chaos.story import PAUSE_SOURCE, STEP_SOURCE, Story
 from tests.unit.test_scenarios import errors_of, run_sim
 
