@@ -155,6 +155,27 @@ def timeout_scale(cfg: LabConfig) -> int:
     return TIMEOUT_SCALE.get(accel, TIMEOUT_SCALE["tcg"])
 
 
+MQ_DISCOVERY_INTERVAL_S = 2
+
+
+def mq_cluster_formation(cfg: LabConfig, node: Node, mq_nodes: list[Node]) -> str:
+    """rabbitmq.conf lines that cluster a blank node at its first boot, inside the server itself:
+    the first mq node lists only itself (so it starts a cluster at once), every other one lists the
+    first and retries until the first node's database answers. That replaces `rabbitmqctl stop_app`,
+    `reset`, `join_cluster` and `start_app` (an Erlang VM each: 10-55 s of a TCG vCPU apiece) on
+    every joining node. Peer discovery runs only on a blank node; setup.sh still joins by hand if
+    it gave up (the node then starts standalone, as RabbitMQ documents)."""
+    if len(mq_nodes) < 2:
+        return "# One broker: no cluster to form."
+    seconds = 60 * timeout_scale(cfg)  # the first node's boot, on the lab's accelerator
+    lines = ["# Cluster formation at first boot (classic config peer discovery), written by halab.",
+             "cluster_formation.peer_discovery_backend = classic_config",
+             f"cluster_formation.classic_config.nodes.1 = rabbit@{mq_nodes[0].name}",
+             f"cluster_formation.discovery_retry_limit = {max(1, seconds // MQ_DISCOVERY_INTERVAL_S)}",
+             f"cluster_formation.discovery_retry_interval = {MQ_DISCOVERY_INTERVAL_S * 1000}"]
+    return "\n".join(lines)
+
+
 def node_variables(cfg: LabConfig, node: Node, secrets: LabSecrets) -> dict[str, str]:
     nodes = cfg.nodes()
     by_role = {r: [n for n in nodes if n.role == r] for r in ("haproxy", "api", "db", "mq")}
@@ -176,6 +197,7 @@ def node_variables(cfg: LabConfig, node: Node, secrets: LabSecrets) -> dict[str,
         "galera_check_port": str(GALERA_CHECK_PORT),
         "first_db": by_role["db"][0].name,
         "first_mq": by_role["mq"][0].name,
+        "mq_cluster_formation": mq_cluster_formation(cfg, node, by_role["mq"]),
         "db_ips_csv": ",".join(db_ips),
         "db_peer_ips": " ".join(n.ip for n in by_role["db"] if n.name != node.name),
         "galera_cluster_name": f"halab-{cfg.name}",

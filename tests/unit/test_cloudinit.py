@@ -19,6 +19,7 @@ from halab.lab.cloudinit import (
     render_node,
     role_services,
     templates_dir,
+    timeout_scale,
 )
 from halab.lab.config import parse_config
 from halab.lab.secrets import ensure_lab_credentials
@@ -406,10 +407,64 @@ def test_a_failed_mq_join_retries_and_never_leaves_the_app_stopped(seeds, tmp_pa
     (bin_dir / "rabbitmqctl").chmod(0o755)
     (bin_dir / "sleep").write_text("#!/bin/sh\n")
     (bin_dir / "sleep").chmod(0o755)
-    script = f'FIRST=rabbit@mq-1\n{member}{func}join_first; echo "rc=$?"\n'
+    script = (f'FIRST=rabbit@mq-1\nCLUSTER_FILE={tmp_path}/no-such-file\n{member}{func}'
+              'join_first; echo "rc=$?"\n')
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
                          env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, timeout=30)
     calls = [c.replace("-q ", "") for c in log.read_text().split("\n") if c]
     assert "rc=69" in out.stdout, out
     assert [c for c in calls if c.startswith("join_cluster")] == ["join_cluster rabbit@mq-1"] * 3
     assert calls[-1] == "start_app", calls
+
+
+def _join_first_script(seeds, cluster_file):
+    setup = _files(seeds[("ha", "fast")]["mq-2"])["/usr/local/lib/halab/setup.sh"]["content"]
+    func = re.search(r"^join_first\(\) \{\n.*?^\}\n", setup, re.S | re.M).group(0)
+    member = re.search(r"^is_member_of_first\(\).*\n", setup, re.M).group(0)
+    return (f"FIRST=rabbit@mq-1\nCLUSTER_FILE={cluster_file}\nJOINED_BY_HAND=0\n{member}{func}"
+            'join_first; echo "rc=$? by_hand=$JOINED_BY_HAND"\n')
+
+
+def test_a_node_that_peer_discovery_clustered_runs_no_rabbitmqctl(seeds, tmp_path):
+    """mq-2's server joined mq-1 at first boot (RabbitMQ's own record says so): join_first asks no
+    Erlang VM (each rabbitmqctl is 10-55 s of a TCG vCPU). A record that lists only itself (discovery
+    gave up and it started standalone) is joined by hand, with rabbitmqctl."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls"
+    (bin_dir / "rabbitmqctl").write_text(f'#!/bin/sh\necho "$*" >> {log}\nexit 0\n')
+    (bin_dir / "rabbitmqctl").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    clustered = tmp_path / "clustered.config"
+    clustered.write_text("{['rabbit@mq-1','rabbit@mq-2'],['rabbit@mq-1','rabbit@mq-2']}.\n")
+    out = subprocess.run(["bash", "-c", _join_first_script(seeds, clustered)], capture_output=True,
+                         text=True, env=env, timeout=30)
+    assert "rc=0 by_hand=0" in out.stdout, out
+    assert not log.exists(), log.read_text()
+    alone = tmp_path / "alone.config"
+    alone.write_text("{['rabbit@mq-2'],['rabbit@mq-2']}.\n")
+    out = subprocess.run(["bash", "-c", _join_first_script(seeds, alone)], capture_output=True,
+                         text=True, env=env, timeout=30)
+    assert "rc=0 by_hand=1" in out.stdout, out
+    calls = [c.replace("-q ", "") for c in log.read_text().split("\n") if c]
+    assert calls == ["stop_app", "reset", "join_cluster rabbit@mq-1", "start_app"], calls
+
+
+def test_mq_cluster_forms_by_peer_discovery_from_the_first_node(seeds):
+    """ha: the first mq node lists only itself (it starts the cluster at once, no wait), every other
+    one lists the first and retries long enough for a TCG boot of it; one broker has no discovery."""
+    def conf(profile, node):
+        return _files(seeds[(profile, "fast")][node])["/etc/rabbitmq/rabbitmq.conf"]["content"]
+
+    for node in ("mq-1", "mq-2", "mq-3"):
+        lines = dict(ln.split(" = ", 1) for ln in conf("ha", node).splitlines()
+                     if ln.startswith("cluster_formation."))
+        assert lines["cluster_formation.peer_discovery_backend"] == "classic_config"
+        assert [k for k in lines if k.startswith("cluster_formation.classic_config.nodes.")] == \
+            ["cluster_formation.classic_config.nodes.1"], lines
+        assert lines["cluster_formation.classic_config.nodes.1"] == "rabbit@mq-1"
+        waited_s = int(lines["cluster_formation.discovery_retry_limit"]) * \
+            int(lines["cluster_formation.discovery_retry_interval"]) / 1000
+        # as long as the lab's other waits (mq-1's Erlang VM took 5 min to serve in a TCG wave)
+        assert waited_s >= 60 * timeout_scale(_cfg("ha")), lines
+    assert "cluster_formation" not in conf("default", "mq-1")
