@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -70,13 +71,27 @@ class ShellSession:
             self._chan.close()
 
 
-class NodeSSH:
-    """Runs commands on lab nodes as root with the lab's key."""
+# The SSH handshake (banner, key exchange, authentication) after the TCP connection is up. A node
+# that accepted the connection is alive; on a busy TCG guest its sshd can take many seconds for the
+# key exchange. paramiko's `timeout` bounds the TCP connect *and* the key exchange, and when the
+# exchange outlasts it paramiko goes on silently to fail with "No existing session": `status` saw
+# every mq node that way while they answered ssh(1) in 10 s. So the two get their own bounds.
+HANDSHAKE_TIMEOUT_S = 30.0
 
-    def __init__(self, key_file: Path, known_hosts: Path, connect_timeout: float = 5.0):
+
+class NodeSSH:
+    """Runs commands on lab nodes as root with the lab's key.
+
+    ``connect_timeout`` bounds the TCP connect only (a powered-off or paused node is seen quickly);
+    ``handshake_timeout`` the SSH handshake once a node answered."""
+
+    def __init__(self, key_file: Path, known_hosts: Path, connect_timeout: float = 5.0,
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT_S, port: int = 22):
         self.key_file = Path(key_file)
         self.known_hosts = Path(known_hosts)
         self.connect_timeout = connect_timeout
+        self.handshake_timeout = handshake_timeout
+        self.port = port
         self._clients: dict[str, paramiko.SSHClient] = {}
         # Probe threads and fault actions share one NodeSSH: one lock per host guards its client.
         self._guard = threading.Lock()
@@ -98,10 +113,15 @@ class NodeSSH:
         client.load_host_keys(str(self.known_hosts))
         client.set_missing_host_key_policy(_Refuse())
         try:
+            sock = socket.create_connection((host, self.port), timeout=self.connect_timeout)
+        except OSError as exc:
+            client.close()
+            raise SSHUnavailable(f"cannot reach {host} over SSH: {exc}") from None
+        try:
             client.connect(
-                host, username="root", key_filename=str(self.key_file), timeout=self.connect_timeout,
-                banner_timeout=max(15.0, self.connect_timeout), auth_timeout=max(15.0, self.connect_timeout),
-                allow_agent=False, look_for_keys=False,
+                host, port=self.port, sock=sock, username="root", key_filename=str(self.key_file),
+                timeout=self.handshake_timeout, banner_timeout=self.handshake_timeout,
+                auth_timeout=self.handshake_timeout, allow_agent=False, look_for_keys=False,
             )
         except paramiko.BadHostKeyException as exc:
             client.close()
@@ -116,7 +136,12 @@ class NodeSSH:
             raise
         except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
             client.close()
-            raise SSHUnavailable(f"cannot reach {host} over SSH: {exc}") from None
+            sock.close()
+            # "No existing session" is paramiko's word for a handshake that outlasted `timeout`
+            outlasted = "No existing session" in str(exc)
+            why = f"did not finish it within {self.handshake_timeout:g} s" if outlasted else f"failed: {exc}"
+            raise SSHUnavailable(f"{host} answered on port {self.port}, but the SSH handshake {why}"
+                                 ) from None
         return client
 
     def run(self, host: str, command: str, timeout: float = 30.0) -> CommandResult:
