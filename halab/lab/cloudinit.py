@@ -156,6 +156,7 @@ def timeout_scale(cfg: LabConfig) -> int:
 
 
 MQ_DISCOVERY_INTERVAL_S = 2
+MQ_DISCOVERY_MAX_S = 480
 
 
 def mq_cluster_formation(cfg: LabConfig, node: Node, mq_nodes: list[Node]) -> str:
@@ -167,7 +168,9 @@ def mq_cluster_formation(cfg: LabConfig, node: Node, mq_nodes: list[Node]) -> st
     it gave up (the node then starts standalone, as RabbitMQ documents)."""
     if len(mq_nodes) < 2:
         return "# One broker: no cluster to form."
-    seconds = 60 * timeout_scale(cfg)  # the first node's boot, on the lab's accelerator
+    # The first node's boot on the lab's accelerator, but under the unit's start timeout (Debian's
+    # rabbitmq-server.service: TimeoutStartSec=10min; the server waits in discovery while starting).
+    seconds = min(60 * timeout_scale(cfg), MQ_DISCOVERY_MAX_S)
     lines = ["# Cluster formation at first boot (classic config peer discovery), written by halab.",
              "cluster_formation.peer_discovery_backend = classic_config",
              f"cluster_formation.classic_config.nodes.1 = rabbit@{mq_nodes[0].name}",

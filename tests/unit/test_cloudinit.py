@@ -465,6 +465,7 @@ def test_mq_cluster_forms_by_peer_discovery_from_the_first_node(seeds):
         assert lines["cluster_formation.classic_config.nodes.1"] == "rabbit@mq-1"
         waited_s = int(lines["cluster_formation.discovery_retry_limit"]) * \
             int(lines["cluster_formation.discovery_retry_interval"]) / 1000
-        # as long as the lab's other waits (mq-1's Erlang VM took 5 min to serve in a TCG wave)
-        assert waited_s >= 60 * timeout_scale(_cfg("ha")), lines
+        # as long as the lab's other waits (mq-1's Erlang VM took 5 min to serve in a TCG wave), but
+        # ending before systemd's 10 min start timeout kills the waiting server
+        assert min(60 * timeout_scale(_cfg("ha")), 300) <= waited_s < 600, lines
     assert "cluster_formation" not in conf("default", "mq-1")
