@@ -10,7 +10,7 @@ import pytest
 
 from cli import fault_cmd
 from halab import fault_kinds
-from halab.chaos import measure, scenarios
+from halab.chaos import measure, scenario
 from halab.chaos.faults import FaultEvent, Faults
 from halab.errors import UsageError
 from halab.lab.config import parse_config
@@ -86,10 +86,10 @@ def test_cli_measure_params_go_to_the_fault_and_only_to_its_own():
 
 
 def test_scenario_validator_uses_the_registry():
-    assert scenarios.FAULT_ACTIONS == fault_kinds.FAULTS
-    assert set(scenarios.FAULT_ACTIONS) == {"kill", "pause", "reboot", "netcut", "netem", "stop-service",
+    assert scenario.FAULT_ACTIONS == fault_kinds.FAULTS
+    assert set(scenario.FAULT_ACTIONS) == {"kill", "pause", "reboot", "netcut", "netem", "stop-service",
                                              "host-cut", "host-kill"}
-    for name, params in scenarios.FAULT_PARAMS.items():
+    for name, params in scenario.FAULT_PARAMS.items():
         assert {p.name: (p.type, p.lo, p.hi) for p in fault_kinds.kind(name).params} == params
 
 
