@@ -12,4 +12,11 @@ if [ ! -f /var/lib/halab/mq-initialised ]; then
     rm -rf /var/lib/rabbitmq/mnesia/"$SELF"*
     touch /var/lib/halab/mq-initialised
 fi
+# erl-guard.sh in place of erl before RabbitMQ starts (why: in that file). dpkg-divert keeps the real
+# script as erl.distrib, also across a package upgrade.
+ERL=/usr/lib/erlang/bin/erl
+if [ "$(dpkg-divert --truename "$ERL")" != "$ERL.distrib" ]; then
+    dpkg-divert --quiet --local --rename --divert "$ERL.distrib" --add "$ERL"
+fi
+cmp -s /usr/local/lib/halab/erl-guard.sh "$ERL" || install -m 0755 /usr/local/lib/halab/erl-guard.sh "$ERL"
 systemctl start --no-block rabbitmq-server.service

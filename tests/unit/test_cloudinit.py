@@ -375,6 +375,11 @@ def test_mq_starts_rabbitmq_from_the_early_hook_only(seeds):
                 assert early["permissions"] == "0755"
                 assert "/etc/halab/erlang.cookie" in early["content"]
                 assert "systemctl start --no-block rabbitmq-server" in early["content"]
+                # erl-guard.sh goes in place of erl before RabbitMQ starts, copied as it is
+                guard = _files(seed)["/usr/local/lib/halab/erl-guard.sh"]
+                assert guard["content"] == (templates_dir() / "mq/erl-guard.sh").read_text()
+                assert early["content"].index("/usr/local/lib/halab/erl-guard.sh \"$ERL\"") \
+                    < early["content"].index("systemctl start --no-block rabbitmq-server")
                 setup = _files(seed)["/usr/local/lib/halab/setup.sh"]["content"]
                 assert "test -f /var/lib/halab/mq-initialised" in setup
             else:
