@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import socket
 import threading
 import time
@@ -79,6 +80,21 @@ class ShellSession:
 HANDSHAKE_TIMEOUT_S = 30.0
 
 
+def _short(command: str, limit: int = 60) -> str:
+    return command if len(command) <= limit else command[: limit - 1] + "…"
+
+
+_GUEST_BOUND = re.compile(r"^timeout\s+(\d+(?:\.\d+)?)s?\s")
+
+
+def answer_wait_s(command: str, default: float = 30.0, margin: float = 15.0) -> float:
+    """How long to wait for a command's answer: a command bounded on the guest (``timeout N cmd``)
+    gets N plus a margin for SSH on a starved vCPU, so the guest's bound, not ours, ends it and its
+    own message comes back; any other command gets ``default``."""
+    m = _GUEST_BOUND.match(command)
+    return max(default, float(m.group(1)) + margin) if m else default
+
+
 class NodeSSH:
     """Runs commands on lab nodes as root with the lab's key.
 
@@ -117,6 +133,7 @@ class NodeSSH:
         except OSError as exc:
             client.close()
             raise SSHUnavailable(f"cannot reach {host} over SSH: {exc}") from None
+        started = time.monotonic()
         try:
             client.connect(
                 host, port=self.port, sock=sock, username="root", key_filename=str(self.key_file),
@@ -137,29 +154,53 @@ class NodeSSH:
         except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
             client.close()
             sock.close()
-            # "No existing session" is paramiko's word for a handshake that outlasted `timeout`
-            outlasted = "No existing session" in str(exc)
+            # paramiko words a handshake that outlasted its bound as "No existing session" (key
+            # exchange) or "Error reading SSH protocol banner" (banner): the clock says which it was
+            outlasted = ("No existing session" in str(exc)
+                         or time.monotonic() - started >= self.handshake_timeout * 0.95)
             why = f"did not finish it within {self.handshake_timeout:g} s" if outlasted else f"failed: {exc}"
             raise SSHUnavailable(f"{host} answered on port {self.port}, but the SSH handshake {why}"
                                  ) from None
         return client
 
     def run(self, host: str, command: str, timeout: float = 30.0) -> CommandResult:
-        """Run a command; reuses one connection per host and reconnects once if it went stale."""
+        """Run a command; reuses one connection per host and reconnects once if it went stale.
+
+        ``timeout`` bounds the silence while waiting for the command's output. A command that
+        outlasts it is *not* run again: the node answered, the command is slow (a second
+        rabbitmqctl on a starved guest only doubles the load that made the first one slow)."""
         for attempt in (1, 2):
             client = self._client(host)
+            chan: paramiko.Channel | None = None
             try:
                 _stdin, stdout, stderr = client.exec_command(command, timeout=timeout)
+                chan = stdout.channel
                 out = stdout.read().decode(errors="replace")
                 err = stderr.read().decode(errors="replace")
                 rc = stdout.channel.recv_exit_status()
                 return CommandResult(rc, out, err)
-            except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
-                self._clients.pop(host, None)
-                client.close()
+            except TimeoutError:
+                if chan is None:  # opening the channel timed out: the connection is stale
+                    self._drop(host, client)
+                    if attempt == 2:
+                        raise SSHUnavailable(f"{host} did not open a command channel within "
+                                             f"{timeout:g} s") from None
+                    continue
+                with contextlib.suppress(Exception):
+                    chan.close()
+                raise SSHUnavailable(f"{host}: `{_short(command)}` gave no answer within {timeout:g} s"
+                                     ) from None
+            except (OSError, paramiko.SSHException, EOFError) as exc:
+                self._drop(host, client)
                 if attempt == 2:
-                    raise SSHUnavailable(f"command on {host} failed: {exc}") from None
+                    raise SSHUnavailable(f"command on {host} failed: {exc or type(exc).__name__}"
+                                         ) from None
         raise AssertionError("unreachable")
+
+    def _drop(self, host: str, client: paramiko.SSHClient) -> None:
+        if self._clients.get(host) is client:
+            self._clients.pop(host, None)
+        client.close()
 
     def shell(self, host: str, timeout: float = 30.0) -> ShellSession:
         """One long-lived `bash` on the node: each line sent is answered without a new process

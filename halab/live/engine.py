@@ -42,7 +42,7 @@ from halab.lab.checkpoint import RestoreResult
 from halab.lab.config import LabConfig, check_rate
 from halab.lab.lifecycle import LabNotUp, lab_exists, lab_ssh
 from halab.lab.secrets import load_or_create_secrets
-from halab.lab.ssh import HostKeyMismatch, NodeSSH
+from halab.lab.ssh import HostKeyMismatch, NodeSSH, answer_wait_s
 from halab.lab.virt import LabVirt
 from halab.live.view import (
     HOST_KEY_MISMATCH,
@@ -103,7 +103,7 @@ class LabShell:
                 self._ssh = lab_ssh(self.cfg)
             ssh = self._ssh
         try:
-            res = ssh.run(self.cfg.node(node).ip, command)
+            res = ssh.run(self.cfg.node(node).ip, command, timeout=answer_wait_s(command))
         except HostKeyMismatch:
             self._host_key(node, True)
             raise

@@ -43,7 +43,7 @@ SshRunner = Callable[[str, str], tuple[int, str, str]]
 HEARTBEAT_STALE_S = 3.0
 
 GALERA_QUERY = "mysql -B -e \"SHOW STATUS LIKE 'wsrep_%'\""
-RABBIT_QUERY = "timeout 25 rabbitmqctl cluster_status --formatter json"  # 16 s seen with 12 TCG VMs
+RABBIT_QUERY = "timeout 60 rabbitmqctl cluster_status --formatter json"  # 16 s idle, >25 s busy (12 TCG VMs)
 AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
 
 # States that mean "this thing is not serving" (a change into one is direction "down").

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from halab.lab.ssh import NodeSSH, SSHUnavailable
+from halab.lab.ssh import NodeSSH, SSHUnavailable, answer_wait_s
 from tests.support.ssh_server import SlowHandshakeSSHServer
 
 
@@ -53,3 +53,37 @@ def test_nothing_listening_fails_within_the_connect_timeout(tmp_path):
     with pytest.raises(SSHUnavailable, match=r"cannot reach 127\.0\.0\.1 over SSH"):
         ssh.run("127.0.0.1", "true")
     assert time.monotonic() - t0 < 2.0
+
+
+@pytest.fixture
+def quick_server(tmp_path):
+    server = SlowHandshakeSSHServer(tmp_path)
+    yield server
+    server.close()
+
+
+def test_a_command_that_outlasts_its_wait_is_not_run_a_second_time(quick_server):
+    """A slow rabbitmqctl on a starved guest used to be re-run after the SSH wait ran out (two
+    Erlang VMs instead of one), and failed with a blank message ("command on … failed: ")."""
+    ssh = NodeSSH(quick_server.key_file, quick_server.known_hosts, connect_timeout=1.0,
+                  port=quick_server.port)
+    try:
+        with pytest.raises(SSHUnavailable, match=r"127\.0\.0\.1: `sleep 5` gave no answer within 1 s"):
+            ssh.run("127.0.0.1", "sleep 5", timeout=1)
+        assert quick_server.commands == [b"sleep 5"]
+        # the connection stays usable for the next command
+        assert ssh.run("127.0.0.1", "true", timeout=10).stdout == "ran: true\n"
+        assert quick_server.commands == [b"sleep 5", b"true"]
+    finally:
+        ssh.close()
+
+
+@pytest.mark.parametrize(("command", "wait"), [
+    ("timeout 60 rabbitmqctl cluster_status", 75.0),
+    ("timeout 90 rabbitmqctl -q list_queues", 105.0),
+    ("timeout 5 true", 30.0),  # never shorter than the default
+    ("systemctl is-active haproxy", 30.0),
+    ("echo timeout 600 x", 30.0),  # only a leading bound counts
+])
+def test_the_answer_wait_follows_a_guest_side_bound(command, wait):
+    assert answer_wait_s(command) == wait

@@ -3,6 +3,7 @@ the handshake timings of a busy TCG guest without booting one."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -10,10 +11,13 @@ from pathlib import Path
 
 import paramiko
 
+EXEC_REPLY_GRACE_S = 0.5
+
 
 class _Interface(paramiko.ServerInterface):
-    def __init__(self, client_key: paramiko.PKey):
+    def __init__(self, client_key: paramiko.PKey, commands: list[bytes]):
         self.client_key = client_key
+        self.commands = commands
         self.exec_done = threading.Event()
 
     def check_channel_request(self, kind, chanid):
@@ -29,17 +33,30 @@ class _Interface(paramiko.ServerInterface):
         return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
 
     def check_channel_exec_request(self, channel, command):
+        # paramiko sends the request's success reply only after this returns: output and close
+        # sent at once can overtake it, and the client then sees "Channel closed." (CI on stop 24).
+        # sshd replies first, so the answer waits until the reply is surely out.
+        self.commands.append(command)
+
         def answer():
-            channel.sendall(b"ran: " + command + b"\n")
-            channel.send_exit_status(0)
-            channel.close()
+            time.sleep(EXEC_REPLY_GRACE_S)
+            if command.startswith(b"sleep "):  # a slow command: silent for that long
+                time.sleep(float(command.split()[1]))
+            try:
+                channel.sendall(b"ran: " + command + b"\n")
+                channel.send_exit_status(0)
+            except OSError:  # the client gave up and closed the channel
+                return
+            with contextlib.suppress(OSError):
+                channel.close()
         threading.Thread(target=answer, daemon=True).start()
         return True
 
 
 class SlowHandshakeSSHServer:
     """Accepts TCP at once, then starts SSH only after ``handshake_delay_s`` (what a guest's sshd
-    does while the guest's vCPU is starved). Every command answers ``ran: COMMAND`` with rc 0.
+    does while the guest's vCPU is starved). Every command answers ``ran: COMMAND`` with rc 0
+    (``sleep N``: after N s of silence).
     Writes the client key and a known_hosts naming this server's host key into ``directory``."""
 
     def __init__(self, directory: Path, handshake_delay_s: float = 0.0):
@@ -54,6 +71,7 @@ class SlowHandshakeSSHServer:
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {self.host_key.get_name()} "
                                     f"{self.host_key.get_base64()}\n")
         self._transports: list[paramiko.Transport] = []
+        self.commands: list[bytes] = []  # every command the server was asked to run, in order
         self._stop = threading.Event()
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -74,7 +92,7 @@ class SlowHandshakeSSHServer:
         t.add_server_key(self.host_key)
         self._transports.append(t)
         try:
-            t.start_server(server=_Interface(self.client_key))
+            t.start_server(server=_Interface(self.client_key, self.commands))
         except (paramiko.SSHException, EOFError, OSError):
             return
         while t.is_active() and not self._stop.is_set():
