@@ -40,7 +40,8 @@ def register(sub) -> None:
 
 def _printer(prog: lifecycle.Progress) -> None:
     where = f"{prog.node}: " if prog.node and not prog.message.startswith(prog.node) else ""
-    print(f"[{prog.elapsed_s:6.1f}s] {prog.phase:<9} {where}{prog.message}", flush=True)
+    phase = "" if prog.message.startswith(prog.phase) else prog.phase  # "boot wave 1 done in …"
+    print(f"[{prog.elapsed_s:6.1f}s] {phase:<9} {where}{prog.message}", flush=True)
 
 
 def _run_interruptible(fn, *args):
