@@ -10,6 +10,7 @@ import contextlib
 import logging
 import re
 import socket
+import textwrap
 import threading
 import time
 from dataclasses import dataclass
@@ -78,10 +79,6 @@ class ShellSession:
 # exchange outlasts it paramiko goes on silently to fail with "No existing session": `status` saw
 # every mq node that way while they answered ssh(1) in 10 s. So the two get their own bounds.
 HANDSHAKE_TIMEOUT_S = 30.0
-
-
-def _short(command: str, limit: int = 60) -> str:
-    return command if len(command) <= limit else command[: limit - 1] + "…"
 
 
 _GUEST_BOUND = re.compile(r"^timeout\s+(\d+(?:\.\d+)?)s?\s")
@@ -188,8 +185,8 @@ class NodeSSH:
                     continue
                 with contextlib.suppress(Exception):
                     chan.close()
-                raise SSHUnavailable(f"{host}: `{_short(command)}` gave no answer within {timeout:g} s"
-                                     ) from None
+                shown = textwrap.shorten(command, 60, placeholder=" …")
+                raise SSHUnavailable(f"{host}: `{shown}` gave no answer within {timeout:g} s") from None
             except (OSError, paramiko.SSHException, EOFError) as exc:
                 self._drop(host, client)
                 if attempt == 2:
